@@ -1,0 +1,1 @@
+"""The built-in checks, one module each, registered under the `ce_agent.checks` entry-point group."""

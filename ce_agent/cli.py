@@ -1,0 +1,175 @@
+"""The `ce-agent` command line: parses arguments, builds the parts, prints; the work is elsewhere."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ce_agent import __version__
+from ce_agent.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="ce-agent: checks, collectors and notifiers from Ansible-style playbooks and inventories.",
+)
+plugins_app = typer.Typer(no_args_is_help=True, help="Discover plugins and read their documentation.")
+app.add_typer(plugins_app, name="plugins")
+
+EXIT_USAGE = 2
+
+PlaybookArg = Annotated[list[Path], typer.Argument(help="Playbook files.", show_default=False)]
+InventoryOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("-i", "--inventory", help="Inventory file or directory (repeatable).", show_default=False),
+]
+LimitOpt = Annotated[Optional[str], typer.Option("--limit", "-l", help="Only hosts matching this pattern.")]
+TagsOpt = Annotated[Optional[list[str]], typer.Option("--tags", "-t", help="Only tasks with these tags.")]
+SkipTagsOpt = Annotated[Optional[list[str]], typer.Option("--skip-tags", help="Skip tasks with these tags.")]
+ExtraVarsOpt = Annotated[
+    Optional[list[str]], typer.Option("--extra-vars", "-e", help="NAME=VALUE, @FILE or a YAML mapping.")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show metrics, long output and more.")]
+
+
+def _split_tags(values: list[str] | None) -> set[str]:
+    return {t.strip() for v in values or [] for t in v.split(",") if t.strip()}
+
+
+def _fail(lines: list[str], code: int = EXIT_USAGE) -> typer.Exit:
+    for line in lines:
+        typer.echo(line, err=True)
+    return typer.Exit(code)
+
+
+def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars):  # type: ignore[no-untyped-def]
+    from ce_agent import oneshot
+    from ce_agent.plan import Selection
+    from ce_agent.redact import Redactor
+    from ce_agent.registry import Registry
+
+    redactor = Redactor()
+    selection = Selection(
+        limit=limit,
+        tags=_split_tags(tags),
+        skip_tags=_split_tags(skip_tags),
+        extra_vars=oneshot.parse_extra_vars(extra_vars or []),
+    )
+    try:
+        plan, problems = oneshot.load(list(playbooks), list(inventory or []), selection, Registry(), redactor)
+    except oneshot.InvalidConfig as exc:
+        lines = [redactor.scrub(str(p)) for p in _unique(exc.problems.items)]
+        errors = len(exc.problems.errors)
+        raise _fail([*lines, f"{errors} error{'s' if errors != 1 else ''}; nothing was run"]) from None
+    for warning in _unique(problems.warnings):
+        typer.echo(redactor.scrub(str(warning)), err=True)
+    return plan, redactor
+
+
+def _unique(items):  # type: ignore[no-untyped-def]
+    seen, out = set(), []
+    for item in items:
+        text = str(item)
+        if text not in seen:
+            seen.add(text)
+            out.append(item)
+    return out
+
+
+@app.command()
+def run(
+    playbooks: PlaybookArg,
+    inventory: InventoryOpt = None,
+    limit: LimitOpt = None,
+    tags: TagsOpt = None,
+    skip_tags: SkipTagsOpt = None,
+    extra_vars: ExtraVarsOpt = None,
+    check: Annotated[bool, typer.Option("--check", "-C", help="Dry run: render notifications, send nothing.")] = False,
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    forks: Annotated[int, typer.Option("--forks", "-f", min=1, help="How many tasks run at once.")] = 10,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run every selected check and collector once, notify, and exit with the worst status."""
+    if output_format not in ("text", "json"):
+        raise _fail([f"--format must be text or json, got {output_format!r}"])
+    from ce_agent import oneshot, output
+
+    plan, redactor = _load(playbooks, inventory, limit, tags, skip_tags, extra_vars)
+    report = oneshot.run(plan, redactor, forks=forks, check_mode=check)
+    if output_format == "json":
+        text = output.as_json(report.outcomes, report.deliveries, report.worst)
+    else:
+        text = output.as_text(report.outcomes, report.deliveries, report.worst, check, verbose)
+    typer.echo(redactor.scrub(text))
+    raise typer.Exit(output.exit_code(report.worst))
+
+
+@app.command()
+def validate(
+    playbooks: PlaybookArg,
+    inventory: InventoryOpt = None,
+    extra_vars: ExtraVarsOpt = None,
+) -> None:
+    """Load and validate playbooks and inventory; report every error as FILE:LINE:COL: message."""
+    plan, _ = _load(playbooks, inventory, None, None, None, extra_vars)
+    hosts = {job.host for job in plan.jobs}
+    typer.echo(
+        f"ok: {len(playbooks)} playbook(s), {len(plan.plays)} play(s), {len(plan.jobs)} task(s) on {len(hosts)} host(s)"
+    )
+
+
+@plugins_app.command("list")
+def plugins_list(
+    kind: Annotated[Optional[str], typer.Option("--kind", help="check, collector or notifier.")] = None,
+    load: Annotated[bool, typer.Option("--load/--no-load", help="Import each plugin to show its status.")] = True,
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """Every discovered plugin: kind, name, distribution, version and load status."""
+    from ce_agent import plugindoc
+    from ce_agent.registry import KINDS, Registry
+
+    if kind is not None and kind not in KINDS:
+        raise _fail([f"--kind must be one of {', '.join(KINDS)}, got {kind!r}"])
+    rows = plugindoc.listing(Registry(), [kind] if kind else list(KINDS), load)
+    typer.echo(plugindoc.listing_json(rows) if output_format == "json" else plugindoc.listing_text(rows))
+
+
+@plugins_app.command("doc")
+def plugins_doc(
+    name: Annotated[str, typer.Argument(help="Plugin name, or KIND/NAME when a name is used by two kinds.")],
+) -> None:
+    """A plugin's description, options (type, default, description) and examples, like ansible-doc."""
+    from ce_agent import plugindoc
+    from ce_agent.registry import Registry
+
+    typer.echo(plugindoc.document(Registry(), name))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ce-agent {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """ce-agent: checks, collectors and notifiers from Ansible-style playbooks and inventories."""
+
+
+def main() -> None:
+    """Console entry point: user errors print one line and exit 2, never a traceback."""
+    try:
+        app(standalone_mode=True)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.exit(130)

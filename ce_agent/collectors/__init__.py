@@ -1,0 +1,1 @@
+"""The built-in collectors, registered under the `ce_agent.collectors` entry-point group."""

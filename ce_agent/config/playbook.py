@@ -1,0 +1,210 @@
+"""Playbooks: plays and their tasks (a task names its plugin by key), read with locations, unrendered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ce_agent.config.yamlfile import LocDict, LocList, load_yaml
+from ce_agent.durations import parse_duration
+from ce_agent.errors import Location, Problems, UserError
+
+PLAY_KEYS = ("name", "hosts", "vars", "checks", "collectors", "tags", "alerts", "slos")
+# Keys the later alerting and SLO features own; read and kept, not evaluated by `run` yet.
+PLAY_KEYS_NOT_YET = ("alerts", "slos")
+TASK_KEYS = ("name", "schedule", "interval", "timeout", "retries", "notify", "tags", "labels", "severity", "vars")
+SEVERITIES = ("info", "warning", "critical", "page", "ticket")
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass
+class Task:
+    """One check or collector of a play, as written (templates not yet rendered)."""
+
+    kind: str
+    plugin: str
+    name: str
+    options: Any
+    loc: Location | None
+    options_loc: Location | None
+    schedule: str | None = None
+    interval: float | None = None
+    timeout: Any = DEFAULT_TIMEOUT
+    retries: int = 1
+    notify: list[str] = field(default_factory=list)
+    notify_locs: list[Location | None] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    labels: dict[str, Any] = field(default_factory=dict)
+    severity: str | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    key_locs: dict[str, Location | None] = field(default_factory=dict)
+
+
+@dataclass
+class Play:
+    """A play: which hosts, with which variables, run which checks and collectors."""
+
+    name: str
+    hosts: str
+    loc: Location | None
+    hosts_loc: Location | None
+    vars: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    file: str = ""
+
+
+def load_playbook(path: Path, problems: Problems) -> list[Play]:
+    """Read a playbook file into plays; every problem found is added to `problems`."""
+    try:
+        data = load_yaml(path, "playbook")
+    except UserError as exc:
+        problems.items.append(exc.problem)
+        return []
+    file_loc = Location(str(path), 1, 1)
+    if data is None:
+        problems.add(file_loc, "the playbook is empty; expected a list of plays")
+        return []
+    if not isinstance(data, list):
+        problems.add(getattr(data, "loc", file_loc), "a playbook must be a list of plays (each starting with '- name:')")
+        return []
+    plays = []
+    for index, raw in enumerate(data):
+        loc = data.item_loc(index) if isinstance(data, LocList) else file_loc
+        play = _read_play(raw, loc, problems, str(path))
+        if play is not None:
+            plays.append(play)
+    return plays
+
+
+def _read_play(raw: Any, loc: Location | None, problems: Problems, file: str) -> Play | None:
+    if not isinstance(raw, LocDict):
+        problems.add(loc, "a play must be a mapping with at least 'hosts' and 'checks' or 'collectors'")
+        return None
+    for key in raw:
+        if key not in PLAY_KEYS:
+            problems.add(raw.key_loc(key), f"unknown play key {key!r}; valid keys: {', '.join(PLAY_KEYS)}")
+    for key in PLAY_KEYS_NOT_YET:
+        if key in raw:
+            problems.warn(raw.key_loc(key), f"'{key}' in a play is read but not evaluated by this version")
+    name = _string(raw, "name", problems) or ""
+    hosts = _string(raw, "hosts", problems)
+    if hosts is None:
+        if "hosts" not in raw:
+            problems.add(raw.loc, f"play {name or '(unnamed)'!r} has no 'hosts' (a host, a group, 'all' or a pattern)")
+        hosts = ""
+    play = Play(name=name or hosts, hosts=hosts, loc=raw.loc, hosts_loc=raw.value_loc("hosts"), file=file)
+    play.vars = _mapping(raw, "vars", problems)
+    play.tags = _string_list(raw, "tags", problems)[0]
+    for kind, key in (("check", "checks"), ("collector", "collectors")):
+        items = raw.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, LocList):
+            problems.add(raw.value_loc(key), f"'{key}' must be a list of tasks")
+            continue
+        for index, item in enumerate(items):
+            task = _read_task(kind, item, items.item_loc(index), problems)
+            if task is not None:
+                play.tasks.append(task)
+    if not play.tasks and not any(k in raw for k in PLAY_KEYS_NOT_YET):
+        problems.warn(raw.loc, f"play {play.name!r} has no checks and no collectors")
+    return play
+
+
+def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) -> Task | None:
+    if not isinstance(raw, LocDict):
+        problems.add(loc, f"a {kind} must be a mapping such as '- name: Root disk' with 'disk: {{path: /}}' below it")
+        return None
+    plugin_keys = [k for k in raw if k not in TASK_KEYS]
+    if not plugin_keys:
+        problems.add(raw.loc, f"this {kind} names no plugin: add a key such as 'disk: {{path: /}}' (task keys are {', '.join(TASK_KEYS)})")
+        return None
+    if len(plugin_keys) > 1:
+        problems.add(
+            raw.key_loc(plugin_keys[1]),
+            f"a {kind} names one plugin, this one names {len(plugin_keys)}: {', '.join(map(str, plugin_keys))}",
+        )
+        return None
+    plugin = str(plugin_keys[0])
+    name = raw.get("name")
+    if name is not None and not isinstance(name, str):
+        problems.add(raw.value_loc("name"), "'name' must be a string")
+        name = None
+    task = Task(
+        kind=kind,
+        plugin=plugin,
+        name=name or plugin,
+        options=raw[plugin],
+        loc=raw.loc,
+        options_loc=raw.value_loc(plugin),
+        key_locs={k: raw.value_loc(k) for k in raw},
+    )
+    task.schedule = _string(raw, "schedule", problems)
+    if "interval" in raw:
+        try:
+            task.interval = parse_duration(raw["interval"])
+        except ValueError as exc:
+            problems.add(raw.value_loc("interval"), f"'interval': {exc}")
+    if "timeout" in raw:
+        task.timeout = raw["timeout"]
+        if not _is_template(raw["timeout"]):
+            try:
+                task.timeout = parse_duration(raw["timeout"])
+                if task.timeout <= 0:
+                    raise ValueError("a timeout must be more than 0")
+            except ValueError as exc:
+                problems.add(raw.value_loc("timeout"), f"'timeout': {exc}")
+    if "retries" in raw:
+        retries = raw["retries"]
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
+            problems.add(raw.value_loc("retries"), f"'retries' must be a whole number of at least 1, got {retries!r}")
+        else:
+            task.retries = retries
+    task.notify, task.notify_locs = _string_list(raw, "notify", problems)
+    task.tags = _string_list(raw, "tags", problems)[0]
+    task.labels = _mapping(raw, "labels", problems)
+    task.vars = _mapping(raw, "vars", problems)
+    severity = _string(raw, "severity", problems)
+    if severity is not None and not _is_template(severity) and severity not in SEVERITIES:
+        problems.add(raw.value_loc("severity"), f"'severity' must be one of {', '.join(SEVERITIES)}, got {severity!r}")
+    task.severity = severity
+    return task
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _string(raw: LocDict, key: str, problems: Problems) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)) or isinstance(value, bool):
+        problems.add(raw.value_loc(key), f"'{key}' must be a string, got {type(value).__name__}")
+        return None
+    return str(value)
+
+
+def _string_list(raw: LocDict, key: str, problems: Problems) -> tuple[list[str], list[Location | None]]:
+    value = raw.get(key)
+    if value is None:
+        return [], []
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        return items, [raw.value_loc(key)] * len(items)
+    if isinstance(value, LocList) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+        return [str(v) for v in value], [value.item_loc(i) for i in range(len(value))]
+    problems.add(raw.value_loc(key), f"'{key}' must be a list of names")
+    return [], []
+
+
+def _mapping(raw: LocDict, key: str, problems: Problems) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.add(raw.value_loc(key), f"'{key}' must be a mapping")
+        return {}
+    return value

@@ -1,0 +1,184 @@
+"""Jinja2 templating in a sandbox, with lazily resolved variables, `env` and `file()` lookups."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+_MARKERS = ("{{", "{%", "{#")
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
+_ENV_MISSING = re.compile(r"'?(?:\S+\.)?EnvironmentVariables object'? has no attribute '([^']+)'")
+MAX_FILE_BYTES = 64 * 1024
+
+
+class TemplateError(Exception):
+    """A template that cannot be rendered: undefined variable, syntax error, unreadable file."""
+
+
+def has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(m in value for m in _MARKERS)
+    if isinstance(value, Mapping):
+        return any(has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_template(v) for v in value)
+    return False
+
+
+class EnvironmentVariables(dict):
+    """`{{ env.NAME }}`: the process environment; every value read is reported as a secret."""
+
+    def __init__(self, environ: Mapping[str, str], on_secret: Callable[[str], None]) -> None:
+        super().__init__(environ)
+        self._on_secret = on_secret
+
+    def __getitem__(self, key: str) -> str:
+        value = super().__getitem__(key)
+        self._on_secret(value)
+        return value
+
+
+class Templar:
+    """Renders values for one host: variables may refer to each other and are resolved on demand."""
+
+    def __init__(self, environ: Mapping[str, str], on_secret: Callable[[str], None] = lambda _s: None) -> None:
+        self._environ = environ
+        self._on_secret = on_secret
+        self._env: Any = None
+        self._compiled: dict[str, Any] = {}
+        self._referenced: dict[str, set[str]] = {}
+
+    def _jinja(self) -> Any:
+        if self._env is None:
+            # Imported on first use: a playbook without templates never pays for Jinja2.
+            from jinja2 import StrictUndefined
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+            env.globals["env"] = EnvironmentVariables(self._environ, self._on_secret)
+            env.globals["file"] = self._read_file
+            self._env = env
+        return self._env
+
+    def _read_file(self, path: str) -> str:
+        try:
+            with open(Path(path), "rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise TemplateError(f"file({path!r}): {exc.strerror or exc}") from None
+        if len(data) > MAX_FILE_BYTES:
+            raise TemplateError(f"file({path!r}): larger than {MAX_FILE_BYTES} bytes")
+        text = data.decode("utf-8", errors="replace").rstrip("\r\n")
+        self._on_secret(text)
+        return text
+
+    def scope(self, layers: list[Mapping[str, Any]]) -> VarScope:
+        """Variables from the given layers, later layers winning, rendered when first read."""
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            merged.update(layer)
+        return VarScope(self, merged)
+
+    def render(self, value: Any, scope: VarScope) -> Any:
+        """`value` with every template in it rendered against `scope`; TemplateError on failure."""
+        if isinstance(value, str):
+            return self._render_str(value, scope) if has_template(value) else value
+        if isinstance(value, Mapping):
+            return {k: self.render(v, scope) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.render(v, scope) for v in value]
+        return value
+
+    def _render_str(self, text: str, scope: VarScope) -> Any:
+        env = self._jinja()
+        from jinja2 import TemplateSyntaxError, Undefined, UndefinedError
+        from jinja2.exceptions import SecurityError
+
+        try:
+            compiled, names = self._compile(env, text)
+            context = {name: scope[name] for name in names if name in scope}
+            if hasattr(compiled, "render"):
+                return compiled.render(**context)
+            result = compiled(**context)
+            if isinstance(result, Undefined):
+                str(result)  # StrictUndefined raises the UndefinedError that names the variable
+            return result
+        except TemplateSyntaxError as exc:
+            raise TemplateError(f"template syntax error: {exc.message}") from None
+        except UndefinedError as exc:
+            message = str(exc)
+            missing = _ENV_MISSING.search(message)
+            if missing:
+                raise TemplateError(f"environment variable {missing.group(1)} is not set") from None
+            raise TemplateError(f"undefined variable: {message}") from None
+        except SecurityError as exc:
+            raise TemplateError(f"not allowed in a template: {exc}") from None
+        except TemplateError:
+            raise
+        except Exception as exc:  # a filter or test failing on a value: still the user's template
+            raise TemplateError(f"template error: {type(exc).__name__}: {exc}") from None
+
+    def _compile(self, env: Any, text: str) -> tuple[Any, set[str]]:
+        if text not in self._compiled:
+            from jinja2 import meta
+
+            single = _SINGLE_EXPRESSION.match(text)
+            source = text
+            if single:
+                # A value that is one expression keeps its type (a number stays a number), as in Ansible.
+                compiled: Any = env.compile_expression(single["expr"], undefined_to_none=False)
+                source = "{{" + single["expr"] + "}}"
+            else:
+                compiled = env.from_string(text)
+            self._compiled[text] = compiled
+            self._referenced[text] = meta.find_undeclared_variables(env.parse(source))
+        return self._compiled[text], self._referenced[text]
+
+    def referenced(self, text: str) -> set[str]:
+        return self._compile(self._jinja(), text)[1]
+
+
+class VarScope(Mapping[str, Any]):
+    """A variable mapping whose templated values are rendered on first read, with cycle detection."""
+
+    def __init__(self, templar: Templar, raw: dict[str, Any]) -> None:
+        self._templar = templar
+        self._raw = raw
+        self._done: dict[str, Any] = {}
+        self._resolving: list[str] = []
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._done:
+            return self._done[name]
+        value = self._raw[name]
+        if has_template(value):
+            if name in self._resolving:
+                chain = " -> ".join([*self._resolving[self._resolving.index(name) :], name])
+                raise TemplateError(f"variables refer to each other in a loop: {chain}")
+            self._resolving.append(name)
+            try:
+                value = self._templar.render(value, self)
+            except TemplateError as exc:
+                raise TemplateError(f"in variable {name!r}: {exc}") from None
+            finally:
+                self._resolving.pop()
+        self._done[name] = value
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+    def __iter__(self) -> Any:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def child(self, layers: list[Mapping[str, Any]]) -> VarScope:
+        """A scope with more layers on top (task vars, extra vars)."""
+        merged = dict(self._raw)
+        for layer in layers:
+            merged.update(layer)
+        return VarScope(self._templar, merged)

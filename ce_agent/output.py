@@ -1,0 +1,112 @@
+"""What `run` prints: a readable table per play and host, or one JSON object (version 1)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ce_agent.contracts import Status
+from ce_agent.notify import Delivery
+from ce_agent.runner import Outcome
+
+JSON_VERSION = 1
+
+
+def exit_code(worst: Status) -> int:
+    return int(worst)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def reported(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """The rows of the report: every check, and each collector that failed."""
+    return [o for o in outcomes if o.job.kind == "check" or o.result.status is not Status.OK]
+
+
+def as_json(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: Status) -> str:
+    results = [
+        {
+            "play": o.job.play,
+            "host": o.job.host,
+            "name": o.job.name,
+            "plugin": o.job.plugin_name,
+            "kind": o.job.kind,
+            "status": o.result.status.name,
+            "code": int(o.result.status),
+            "summary": o.result.summary,
+            "details": o.result.details or None,
+            "duration_s": round(o.duration_s, 6),
+            "metrics": [m.as_dict() for m in o.result.metrics],
+        }
+        for o in reported(outcomes)
+    ]
+    samples = [
+        {**m.as_dict(), "host": o.job.host, "play": o.job.play, "collector": o.job.name}
+        for o in outcomes
+        if o.job.kind == "collector"
+        for m in o.samples
+    ]
+    document = {
+        "version": JSON_VERSION,
+        "exit_code": exit_code(worst),
+        "worst": worst.name,
+        "results": results,
+        "metrics": samples,
+        "notifications": [d.as_dict() for d in deliveries],
+    }
+    return json.dumps(_finite(document), indent=2, allow_nan=False)
+
+
+def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: Status, check_mode: bool, verbose: bool) -> str:
+    lines: list[str] = []
+    rows = reported(outcomes)
+    name_width = min(32, max([len(o.job.name) for o in rows] + [5]))
+    current: tuple[str, str] | None = None
+    for outcome in rows:
+        job = outcome.job
+        if current is None or current[0] != job.play:
+            lines.append(f"PLAY [{job.play}]")
+        if current != (job.play, job.host):
+            lines.append(f"  {job.host}")
+            current = (job.play, job.host)
+        status = outcome.result.status.name
+        name = job.name if len(job.name) <= name_width else job.name[: name_width - 1] + "…"
+        lines.append(f"    {status:<9} {name:<{name_width}}  {outcome.result.summary}  ({outcome.duration_s:.2f}s)")
+        if verbose and outcome.result.details:
+            lines += [f"{'':14}{line}" for line in outcome.result.details.splitlines()]
+        if verbose:
+            for metric in outcome.result.metrics:
+                value = "U" if metric.value is None else f"{metric.value:g}"
+                lines.append(f"{'':14}{metric.name} = {value}{metric.unit}")
+    collectors = [o for o in outcomes if o.job.kind == "collector" and o.result.status is Status.OK]
+    if collectors:
+        total = sum(len(o.samples) for o in collectors)
+        lines.append(f"COLLECTORS  {len(collectors)} ran, {total} samples (see --format json)")
+        if verbose:
+            for o in collectors:
+                for m in o.samples:
+                    labels = ",".join(f"{k}={v}" for k, v in m.labels.items())
+                    lines.append(f"    {o.job.host} {m.name}{'{' + labels + '}' if labels else ''} = {m.value}{m.unit}")
+    if deliveries:
+        lines.append("NOTIFICATIONS" + ("  (--check: rendered, not sent)" if check_mode else ""))
+        for d in deliveries:
+            state = "would send" if check_mode else ("sent" if d.sent else f"FAILED: {d.error}")
+            lines.append(f"    {d.notification.channel:<12} {d.notification.title}  -> {state}")
+            if check_mode:
+                lines += [f"{'':8}| {line}" for line in d.notification.body.splitlines()]
+    counts = {s: 0 for s in Status}
+    for o in rows:
+        counts[o.result.status] += 1
+    summary = " ".join(f"{s.name.lower()}={counts[s]}" for s in Status)
+    lines.append(f"SUMMARY  {summary}  worst={worst.name} (exit {exit_code(worst)})")
+    return "\n".join(lines)

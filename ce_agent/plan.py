@@ -1,0 +1,333 @@
+"""From playbooks and inventory to jobs: hosts selected, templates rendered, options validated."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ce_agent.config.inventory import Inventory, load_inventories
+from ce_agent.config.playbook import Play, Task, load_playbook
+from ce_agent.config.templating import Templar, TemplateError, VarScope, has_template
+from ce_agent.config.yamlfile import LocDict, LocList
+from ce_agent.contracts import TaskContext
+from ce_agent.durations import parse_duration
+from ce_agent.errors import Location, Problems
+from ce_agent.options import convert_options
+from ce_agent.registry import PluginLoadError, Registry
+
+
+@dataclass
+class Channel:
+    """A named destination for notifications, resolved for one host: a notifier and its options."""
+
+    name: str
+    notifier: str
+    plugin: type
+    options: Any
+
+
+@dataclass
+class Job:
+    """One task on one host, ready to run."""
+
+    kind: str
+    play: str
+    host: str
+    name: str
+    plugin_name: str
+    plugin: type
+    options: Any
+    context: TaskContext
+    task: Task
+    notify: list[Channel] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    severity: str | None = None
+    instance: Any = None  # the plugin object while it runs, so a timeout can cancel it
+
+
+@dataclass
+class Selection:
+    """What the command line narrows the run to."""
+
+    limit: str | None = None
+    tags: set[str] = field(default_factory=set)
+    skip_tags: set[str] = field(default_factory=set)
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """Every job of a run, plus the inventory it came from."""
+
+    jobs: list[Job]
+    inventory: Inventory
+    plays: list[Play]
+
+
+def build_plan(
+    playbooks: list[Path],
+    inventories: list[Path],
+    registry: Registry,
+    templar: Templar,
+    selection: Selection,
+    problems: Problems,
+) -> Plan:
+    """Load, render and validate everything; each problem found is added to `problems`."""
+    inventory = load_inventories(inventories, problems)
+    plays = [play for path in playbooks for play in load_playbook(path, problems)]
+    _load_plugins(plays, registry, problems)
+    limit_hosts: set[str] | None = None
+    if selection.limit:
+        try:
+            limit_hosts = set(inventory.select(selection.limit))
+        except ValueError as exc:
+            problems.add(None, f"--limit {selection.limit!r}: {exc}")
+            limit_hosts = set()
+    builder = _Builder(inventory, registry, templar, selection, problems)
+    jobs = []
+    for play in plays:
+        if not play.hosts:
+            continue
+        try:
+            hosts = inventory.select(play.hosts)
+        except ValueError as exc:
+            problems.add(play.hosts_loc, f"hosts {play.hosts!r}: {exc}; known: {', '.join(inventory.all_names())}")
+            continue
+        for host in hosts:
+            if limit_hosts is not None and host not in limit_hosts:
+                continue
+            jobs.extend(builder.jobs_for(play, host))
+    return Plan(jobs, inventory, plays)
+
+
+def _load_plugins(plays: list[Play], registry: Registry, problems: Problems) -> None:
+    wanted: dict[str, set[str]] = {"check": set(), "collector": set()}
+    for play in plays:
+        for task in play.tasks:
+            wanted[task.kind].add(task.plugin)
+    for kind, names in wanted.items():
+        duplicates = registry.duplicates(kind) if names else {}
+        for name in sorted(names):
+            if name in duplicates:
+                problems.add(None, f"{kind} plugin {name!r} is provided more than once: {'; '.join(duplicates[name])}")
+        registry.load(kind, names)
+
+
+def _plugin_error(registry: Registry, kind: str, name: str) -> str:
+    if not registry.has(kind, name):
+        other = "collector" if kind == "check" else "check"
+        if registry.has(other, name):
+            return f"{name!r} is a {other} plugin; move it under '{other}s:'"
+        hint = registry.suggest(kind, name)
+        known = ", ".join(registry.names(kind))
+        return f"unknown {kind} plugin {name!r}" + (f"; did you mean {hint!r}?" if hint else "") + f" (known: {known})"
+    try:
+        registry.get(kind, name)
+    except PluginLoadError as exc:
+        return f"{kind} plugin {name!r} cannot be used: {exc}"
+    return ""
+
+
+class _Builder:
+    """Per-play, per-host expansion of tasks into jobs, caching what hosts share."""
+
+    def __init__(
+        self, inventory: Inventory, registry: Registry, templar: Templar, selection: Selection, problems: Problems
+    ) -> None:
+        self.inventory = inventory
+        self.registry = registry
+        self.templar = templar
+        self.selection = selection
+        self.problems = problems
+        self._host_vars: dict[str, dict[str, Any]] = {}
+        self._channels: dict[tuple[str, str], Channel | None] = {}
+        self._plugin_errors: dict[tuple[str, str], str] = {}
+
+    def _vars(self, host: str) -> dict[str, Any]:
+        if host not in self._host_vars:
+            self._host_vars[host] = self.inventory.variables(host)
+        return self._host_vars[host]
+
+    def _selected(self, play: Play, task: Task) -> bool:
+        tags = set(task.tags) | set(play.tags)
+        if self.selection.skip_tags & tags:
+            return False
+        if "never" in tags and not (self.selection.tags & tags):
+            return False
+        if self.selection.tags and not ("always" in tags or self.selection.tags & tags):
+            return False
+        return True
+
+    def jobs_for(self, play: Play, host: str) -> list[Job]:
+        play_scope = self.templar.scope([self._vars(host), play.vars, self.selection.extra_vars])
+        jobs = []
+        for task in play.tasks:
+            if not self._selected(play, task):
+                continue
+            key = (task.kind, task.plugin)
+            if key not in self._plugin_errors:
+                self._plugin_errors[key] = _plugin_error(self.registry, task.kind, task.plugin)
+            if self._plugin_errors[key]:
+                self.problems.add(task.key_locs.get(task.plugin, task.loc), self._plugin_errors[key])
+                continue
+            scope = play_scope.child([task.vars, self.selection.extra_vars]) if task.vars else play_scope
+            job = self._job(play, host, task, scope)
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    def _render(self, value: Any, scope: VarScope, loc: Location | None, what: str) -> tuple[Any, bool]:
+        if not has_template(value):
+            return value, True
+        try:
+            return self.templar.render(value, scope), True
+        except TemplateError as exc:
+            self.problems.add(loc, f"{what}: {exc}")
+            return None, False
+
+    def _job(self, play: Play, host: str, task: Task, scope: VarScope) -> Job | None:
+        plugin = self.registry.get(task.kind, task.plugin)
+        ok = True
+        name, good = self._render(task.name, scope, task.key_locs.get("name", task.loc), "name")
+        ok &= good
+        raw = task.options
+        if raw is None:
+            raw = {}
+        elif isinstance(raw, str) and plugin.FREE_FORM:
+            raw = {plugin.FREE_FORM: raw}
+        if not isinstance(raw, dict):
+            form = f" or a string for '{plugin.FREE_FORM}'" if plugin.FREE_FORM else ""
+            self.problems.add(task.options_loc, f"options of {task.plugin!r} must be a mapping{form}")
+            return None
+        rendered, good = self._render(raw, scope, task.options_loc, f"{task.plugin} options")
+        ok &= good
+        options = None
+        if good:
+            options, errors = convert_options(plugin.Options, rendered)
+            for error in errors:
+                loc = _option_loc(raw, error.path, task.options_loc)
+                self.problems.add(loc, f"{task.plugin}: {error.message}")
+            ok &= not errors
+        timeout, good = self._render(task.timeout, scope, task.key_locs.get("timeout"), "timeout")
+        if good and not isinstance(timeout, float):
+            try:
+                timeout = parse_duration(timeout)
+            except ValueError as exc:
+                self.problems.add(task.key_locs.get("timeout"), f"'timeout': {exc}")
+                good = False
+        ok &= good
+        labels, good = self._render(task.labels, scope, task.key_locs.get("labels"), "labels")
+        ok &= good
+        severity, good = self._render(task.severity, scope, task.key_locs.get("severity"), "severity")
+        ok &= good
+        channels = []
+        for channel_name, loc in zip(task.notify, task.notify_locs):
+            channel = self._channel(host, channel_name, loc, scope)
+            if channel is None:
+                ok = False
+            else:
+                channels.append(channel)
+        if not ok:
+            return None
+        context = TaskContext(task=str(name), host=host, play=play.name, hostvars=scope, timeout=float(timeout))
+        return Job(
+            kind=task.kind,
+            play=play.name,
+            host=host,
+            name=str(name),
+            plugin_name=task.plugin,
+            plugin=plugin,
+            options=options,
+            context=context,
+            task=task,
+            notify=channels,
+            labels={str(k): str(v) for k, v in (labels or {}).items()},
+            severity=severity,
+        )
+
+    def _channel(self, host: str, name: str, loc: Location | None, scope: VarScope) -> Channel | None:
+        key = (host, name)
+        if key in self._channels:
+            return self._channels[key]
+        channel = self._resolve_channel(host, name, loc, scope)
+        self._channels[key] = channel
+        return channel
+
+    def _resolve_channel(self, host: str, name: str, loc: Location | None, scope: VarScope) -> Channel | None:
+        channels = self._vars(host).get("channels") or {}
+        if not isinstance(channels, Mapping):
+            self.problems.add(getattr(channels, "loc", loc), "'channels' must be a mapping of channel names")
+            return None
+        if name not in channels:
+            known = sorted(map(str, channels))
+            hint = difflib.get_close_matches(name, known, n=1)
+            self.problems.add(
+                loc,
+                f"unknown channel {name!r} for host {host!r}"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + (f" (channels: {', '.join(known)})" if known else " (no 'channels' in the inventory vars)"),
+            )
+            return None
+        spec_loc = channels.value_loc(name) if isinstance(channels, LocDict) else loc
+        spec, good = self._render(channels[name], scope, spec_loc, f"channel {name!r}")
+        if not good:
+            return None
+        notifier, options = _channel_spec(spec)
+        if notifier is None:
+            self.problems.add(
+                spec_loc,
+                f"channel {name!r} must be an Apprise URL, a list of them, or a mapping {{NOTIFIER: {{options}}}}",
+            )
+            return None
+        self.registry.load("notifier", [notifier])
+        error = _plugin_error(self.registry, "notifier", notifier)
+        if error:
+            self.problems.add(spec_loc, f"channel {name!r}: {error}")
+            return None
+        plugin = self.registry.get("notifier", notifier)
+        if options is None:
+            options = {}
+        elif isinstance(options, str) and plugin.FREE_FORM:
+            options = {plugin.FREE_FORM: options}
+        if not isinstance(options, dict):
+            self.problems.add(spec_loc, f"channel {name!r}: options of {notifier!r} must be a mapping")
+            return None
+        converted, errors = convert_options(plugin.Options, options)
+        for error in errors:
+            # the message names the option, never its value: channel options hold secrets
+            self.problems.add(spec_loc, f"channel {name!r}: {notifier}: {error.message.split(': got')[0]}")
+        if errors:
+            return None
+        return Channel(name=name, notifier=notifier, plugin=plugin, options=converted)
+
+
+def _channel_spec(spec: Any) -> tuple[str | None, Any]:
+    if isinstance(spec, str) and "://" in spec:
+        return "apprise", {"urls": [spec]}
+    if isinstance(spec, list) and spec and all(isinstance(u, str) and "://" in u for u in spec):
+        return "apprise", {"urls": list(spec)}
+    if isinstance(spec, Mapping) and len(spec) == 1:
+        (notifier, options), = spec.items()
+        return str(notifier), options
+    return None, None
+
+
+def _option_loc(raw: Any, path: tuple[str | int, ...], default: Location | None) -> Location | None:
+    loc = default
+    node = raw
+    for part in path:
+        if isinstance(node, LocDict) and part in node:
+            loc = node.value_loc(part)
+            node = node[part]
+        elif isinstance(node, LocList) and isinstance(part, int) and part < len(node):
+            loc = node.item_loc(part)
+            node = node[part]
+        elif isinstance(node, LocDict):
+            loc = node.key_loc(part) if part in node.key_locs else loc
+            break
+        else:
+            break
+    return loc

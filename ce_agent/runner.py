@@ -1,0 +1,108 @@
+"""Runs jobs concurrently (bounded), each under its timeout; a raise or an overrun becomes UNKNOWN."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ce_agent.contracts import Metric, Result, Status
+from ce_agent.durations import format_duration
+
+Scrub = Callable[[str], str]
+
+
+@dataclass
+class Outcome:
+    """What running one job gave: a check's result, or a collector's samples (or its failure)."""
+
+    job: Any
+    result: Result
+    duration_s: float
+    samples: list[Metric] = field(default_factory=list)
+    timed_out: bool = False
+
+
+def run_job(job: Any) -> tuple[Result, list[Metric]]:
+    """Instantiate the plugin and call it; exceptions propagate to the caller."""
+    plugin = job.plugin(job.options, job.context)
+    job.instance = plugin
+    if job.kind == "collector":
+        samples = list(plugin.collect())
+        return Result(Status.OK, f"{len(samples)} samples"), samples
+    result = plugin.run()
+    if not isinstance(result, Result):
+        raise TypeError(f"run() returned {type(result).__name__}, not a Result")
+    return result, []
+
+
+def _error_result(exc: BaseException, scrub: Scrub) -> Result:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, RecursionError):
+        message = "maximum recursion depth exceeded"
+    first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+    return Result(Status.UNKNOWN, scrub(f"{type(exc).__name__}: {first_line}"))
+
+
+def execute(
+    jobs: Sequence[Any],
+    forks: int = 10,
+    scrub: Scrub = lambda s: s,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Outcome]:
+    """Run every job, at most `forks` at a time, and return their outcomes in job order.
+
+    Each job runs in a daemon thread: one that overruns its timeout is reported UNKNOWN, its plugin's
+    `cancel()` is called (a command kills its process group), and its slot is given to the next job;
+    the thread itself is abandoned, since Python cannot kill it, and never waited for."""
+    outcomes: list[Outcome | None] = [None] * len(jobs)
+    done: queue.SimpleQueue[tuple[int, Result, list[Metric], float]] = queue.SimpleQueue()
+    running: dict[int, tuple[float, float]] = {}  # index -> (started, deadline)
+    next_index = 0
+
+    def worker(index: int, job: Any, started: float) -> None:
+        try:
+            result, samples = run_job(job)
+            result = Result(result.status, scrub(result.summary), result.metrics, scrub(result.details))
+        except BaseException as exc:  # noqa: BLE001 - a plugin's failure, whatever it is, is its result
+            result, samples = _error_result(exc, scrub), []
+        done.put((index, result, samples, clock() - started))
+
+    while next_index < len(jobs) or running:
+        while next_index < len(jobs) and len(running) < max(1, forks):
+            job = jobs[next_index]
+            started = clock()
+            running[next_index] = (started, started + job.context.timeout)
+            threading.Thread(
+                target=worker, args=(next_index, job, started), name=f"job-{job.name}", daemon=True
+            ).start()
+            next_index += 1
+        wait = max(0.0, min(deadline for _, deadline in running.values()) - clock())
+        try:
+            index, result, samples, duration = done.get(timeout=wait)
+        except queue.Empty:
+            index = -1
+        if index in running:
+            del running[index]
+            outcomes[index] = Outcome(jobs[index], result, duration, samples)
+        now = clock()
+        for late in [i for i, (_, deadline) in running.items() if deadline <= now]:
+            started, _ = running.pop(late)
+            job = jobs[late]
+            _cancel(job)
+            timeout = format_duration(job.context.timeout)
+            outcomes[late] = Outcome(job, Result(Status.UNKNOWN, f"timed out after {timeout}"), now - started, timed_out=True)
+    return [o for o in outcomes if o is not None]
+
+
+def _cancel(job: Any) -> None:
+    plugin = getattr(job, "instance", None)
+    if plugin is None:
+        return
+    try:
+        plugin.cancel()
+    except Exception:  # noqa: BLE001 - cancelling is best effort; the result is already UNKNOWN
+        pass
