@@ -49,6 +49,7 @@ class OptionError:
 
     path: tuple[str | int, ...]
     message: str
+    at_key: bool = False  # the key itself is wrong (unknown option), not its value
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -59,7 +60,7 @@ def convert_options(model: type[msgspec.Struct], raw: Mapping[str, Any]) -> tupl
     """Validate `raw` against `model`: (options, []) or (None, every error found)."""
     valid = option_names(model)
     errors = [
-        OptionError((key,), f"unknown option {key!r}; valid options: {', '.join(valid) or '(none)'}")
+        OptionError((key,), f"unknown option {key!r}; valid options: {', '.join(valid) or '(none)'}", at_key=True)
         for key in raw
         if key not in valid
     ]
@@ -68,7 +69,8 @@ def convert_options(model: type[msgspec.Struct], raw: Mapping[str, Any]) -> tupl
     if errors:
         return None, errors
     try:
-        return msgspec.convert(dict(raw), model, dec_hook=dec_hook, str_keys=True), []
+        # strict=False: "8080" from a template or -e becomes 8080, as Ansible coerces module arguments
+        return msgspec.convert(dict(raw), model, dec_hook=dec_hook, str_keys=True, strict=False), []
     except msgspec.ValidationError as exc:
         match = _AT.match(str(exc))
         assert match is not None

@@ -96,6 +96,8 @@ def build_plan(
         except ValueError as exc:
             problems.add(play.hosts_loc, f"hosts {play.hosts!r}: {exc}; known: {', '.join(inventory.all_names())}")
             continue
+        if not hosts:
+            problems.warn(play.hosts_loc, f"hosts {play.hosts!r} matches no hosts; play {play.name!r} is skipped")
         for host in hosts:
             if limit_hosts is not None and host not in limit_hosts:
                 continue
@@ -171,7 +173,7 @@ class _Builder:
             if key not in self._plugin_errors:
                 self._plugin_errors[key] = _plugin_error(self.registry, task.kind, task.plugin)
             if self._plugin_errors[key]:
-                self.problems.add(task.key_locs.get(task.plugin, task.loc), self._plugin_errors[key])
+                self.problems.add(task.plugin_loc, self._plugin_errors[key])
                 continue
             scope = play_scope.child([task.vars, self.selection.extra_vars]) if task.vars else play_scope
             job = self._job(play, host, task, scope)
@@ -208,7 +210,7 @@ class _Builder:
         if good:
             options, errors = convert_options(plugin.Options, rendered)
             for error in errors:
-                loc = _option_loc(raw, error.path, task.options_loc)
+                loc = _option_loc(raw, error.path, task.options_loc, error.at_key)
                 self.problems.add(loc, f"{task.plugin}: {error.message}")
             ok &= not errors
         timeout, good = self._render(task.timeout, scope, task.key_locs.get("timeout"), "timeout")
@@ -315,12 +317,12 @@ def _channel_spec(spec: Any) -> tuple[str | None, Any]:
     return None, None
 
 
-def _option_loc(raw: Any, path: tuple[str | int, ...], default: Location | None) -> Location | None:
+def _option_loc(raw: Any, path: tuple[str | int, ...], default: Location | None, at_key: bool) -> Location | None:
     loc = default
     node = raw
     for part in path:
         if isinstance(node, LocDict) and part in node:
-            loc = node.value_loc(part)
+            loc = node.key_loc(part) if at_key and part == path[-1] else node.value_loc(part)
             node = node[part]
         elif isinstance(node, LocList) and isinstance(part, int) and part < len(node):
             loc = node.item_loc(part)

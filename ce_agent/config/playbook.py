@@ -28,6 +28,7 @@ class Task:
     options: Any
     loc: Location | None
     options_loc: Location | None
+    plugin_loc: Location | None = None
     schedule: str | None = None
     interval: float | None = None
     timeout: Any = DEFAULT_TIMEOUT
@@ -139,6 +140,7 @@ def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) ->
         options=raw[plugin],
         loc=raw.loc,
         options_loc=raw.value_loc(plugin),
+        plugin_loc=raw.key_loc(plugin),
         key_locs={k: raw.value_loc(k) for k in raw},
     )
     task.schedule = _string(raw, "schedule", problems)
