@@ -60,7 +60,7 @@ def convert_options(model: type[msgspec.Struct], raw: Mapping[str, Any]) -> tupl
     """Validate `raw` against `model`: (options, []) or (None, every error found)."""
     valid = option_names(model)
     errors = [
-        OptionError((key,), f"unknown option {key!r}; valid options: {', '.join(valid) or '(none)'}", at_key=True)
+        OptionError((key,), f"unknown option {key!r}{_hint(str(key), valid)}; valid options: {', '.join(valid) or '(none)'}", at_key=True)
         for key in raw
         if key not in valid
     ]
@@ -71,6 +71,8 @@ def convert_options(model: type[msgspec.Struct], raw: Mapping[str, Any]) -> tupl
     try:
         # strict=False: "8080" from a template or -e becomes 8080, as Ansible coerces module arguments
         return msgspec.convert(dict(raw), model, dec_hook=dec_hook, str_keys=True, strict=False), []
+    except TypeError as exc:  # a model msgspec rejects is the plugin's bug: report it, don't crash
+        return None, [OptionError((), f"the plugin's options model is invalid: {exc}")]
     except msgspec.ValidationError as exc:
         match = _AT.match(str(exc))
         assert match is not None
@@ -79,6 +81,13 @@ def convert_options(model: type[msgspec.Struct], raw: Mapping[str, Any]) -> tupl
         )
         message = _friendly(match["msg"])
         return None, [OptionError(path, f"option {_dotted(path)}: {message}" if path else message)]
+
+
+def _hint(name: str, valid: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:

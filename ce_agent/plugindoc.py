@@ -83,7 +83,10 @@ def document(registry: Registry, name: str) -> str:
 def _document_one(kind: str, name: str, plugin: type) -> str:
     doc = (plugin.__doc__ or "").strip()
     lines = [f"{name} ({kind}, {plugin.__module__}.{plugin.__qualname__})", "", textwrap.indent(doc, "  "), ""]
-    options = describe_options(plugin.Options)
+    try:
+        options = describe_options(plugin.Options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{kind} plugin {name!r} has an invalid options model: {exc}") from None
     lines.append("OPTIONS" + ("" if options else "  (none)"))
     for opt in options:
         req = "required" if opt.required else f"default: {json.dumps(opt.default)}"

@@ -55,7 +55,7 @@ def validate(tmp_path: Path, playbook: str, *args: str, env: dict[str, str] | No
               checks:
                 - disk: {pth: /}
             """,
-            "site.yml:3:14: disk: unknown option 'pth'; valid options: path, warning, critical",
+            "site.yml:3:14: disk: unknown option 'pth' (did you mean 'path'?); valid options: path, warning, critical",
             id="unknown option lists the valid ones",
         ),
         pytest.param(
