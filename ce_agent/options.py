@@ -98,7 +98,7 @@ def _dotted(path: tuple[str | int, ...]) -> str:
 
 
 def _friendly(message: str) -> str:
-    return message.replace("Expected `", "expected ").replace("`, got `", ", got ").rstrip("`")
+    return message.replace("Expected `", "expected ").replace("`, got `", ", got ").replace("`", "")
 
 
 def option_names(model: type[msgspec.Struct]) -> list[str]:

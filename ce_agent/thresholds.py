@@ -22,9 +22,7 @@ class Range:
         """Parse the range grammar of the Monitoring Plugins guidelines; ValueError when malformed."""
         if isinstance(spec, bool):
             raise ValueError(f"not a threshold range: {spec!r}")
-        if isinstance(spec, (int, float)):
-            return cls(0.0, float(spec), False, _num(float(spec)))
-        text = str(spec).strip()
+        text = _num(float(spec)) if isinstance(spec, (int, float)) else str(spec).strip()
         if text.endswith("%"):
             text = text[:-1].strip()
         if not text:
@@ -41,7 +39,7 @@ class Range:
             raise ValueError(
                 f"not a threshold range: {spec!r} (expected N, N:, ~:N, N:M or @N:M, optionally with %)"
             ) from None
-        if math.isnan(start) or math.isnan(end):
+        if not (math.isfinite(start) or start == -math.inf) or math.isnan(end) or end == -math.inf:
             raise ValueError(f"not a threshold range: {spec!r}")
         if start > end:
             raise ValueError(f"threshold range {spec!r} starts above its end")
@@ -57,7 +55,7 @@ class Range:
 
 
 def _num(value: float) -> str:
-    return str(int(value)) if value == int(value) else repr(value)
+    return str(int(value)) if math.isfinite(value) and value == int(value) else repr(value)
 
 
 def evaluate(value: float | None, warning: Range | None, critical: Range | None) -> Status:
