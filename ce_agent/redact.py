@@ -1,0 +1,247 @@
+"""Secrets out of text: collect them from channel URLs, scrub them, and print URLs in a privacy form."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, unquote_plus
+
+MASK = "****"
+
+#: query keys whose value is a credential whatever it looks like (matched as substrings, lowercased)
+_SECRET_KEY_PARTS = ("pass", "pwd", "token", "key", "secret", "webhook", "auth", "sig", "credential", "hash")
+#: query keys of Apprise URLs that never hold a credential: their values stay readable
+_PLAIN_KEYS = frozenset(
+    {
+        "to", "cc", "bcc", "from", "name", "reply", "user", "mode", "format", "overflow", "cto", "rto",
+        "verify", "image", "avatar", "priority", "method", "lang", "tz", "footer", "smtp", "port",
+        "emojis", "store", "interpret", "discovery", "batch", "color", "tags", "tag", "click",
+    }
+)
+#: schemes whose URL is a plain web address: only values that look random are treated as tokens there
+_WEB_SCHEMES = frozenset({"http", "https"})
+#: below this length a path segment or query value of an Apprise URL is taken to be a name, not a token
+_TOKEN_MIN = 8
+#: in http(s) URLs a path segment or query value must be this long, with letters and digits, to be a
+#: token; elsewhere a user name this long is taken for a key (pagerduty://INTEGRATIONKEY@APIKEY)
+_WEB_TOKEN_MIN = 16
+#: secrets shorter than this are masked only where not part of a longer word
+_SHORT = 4
+
+_SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
+_EMAIL = re.compile(r"^[^@\s/]+@[^@\s/]+\.[^@\s/]+$")
+_HOSTNAME = re.compile(r"^(localhost|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+\.?)$")
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """A URL cut the way Apprise URLs are written: scheme://user:password@host:port/path?query."""
+
+    scheme: str
+    user: str | None
+    password: str | None
+    host: str
+    path: list[str]
+    query: list[tuple[str, str | None]]
+
+
+def _split(url: str) -> _Parts | None:
+    match = _SCHEME.match(url)
+    if match is None:
+        return None
+    scheme, rest = match.group(1).lower(), match.group(2)
+    # No fragment handling: Apprise paths legitimately hold '#' (Slack channels).
+    rest, _, query_text = rest.partition("?")
+    # User-info ends at the last '@' of the authority, so a mailto path may still hold '@'.
+    netloc, _, path_text = rest.partition("/")
+    userinfo: str | None = None
+    before, at, after = netloc.rpartition("@")
+    if at:
+        userinfo, netloc = before, after
+    user: str | None = None
+    password: str | None = None
+    if userinfo is not None:
+        user, colon, pw = userinfo.partition(":")
+        password = pw if colon else None
+    query = []
+    for item in query_text.split("&") if query_text else []:
+        key, eq, value = item.partition("=")
+        query.append((key, value if eq else None))
+    return _Parts(scheme, user or None, password, netloc, path_text.split("/") if path_text else [], query)
+
+
+def _host_only(netloc: str) -> str:
+    if netloc.startswith("["):
+        return netloc.split("]", 1)[0] + "]"
+    host, _, port = netloc.rpartition(":")
+    return host if host and port.isdigit() else netloc
+
+
+def _looks_random(text: str) -> bool:
+    value = unquote(text)
+    return (
+        len(value) >= _WEB_TOKEN_MIN
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+    )
+
+
+def _is_secret_key(key: str) -> bool:
+    name = key.lower().lstrip("+-:")
+    return any(part in name for part in _SECRET_KEY_PARTS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """Which parts of one URL are secret."""
+
+    password: bool
+    user: bool
+    host: bool
+    path: list[bool]
+    query: list[bool]
+
+
+def _judge(parts: _Parts) -> _Verdict:
+    web = parts.scheme in _WEB_SCHEMES
+
+    def tokenish(value: str) -> bool:
+        # Addresses, Slack/Discord #channels and @users name a target; they open nothing.
+        if not value or value[0] in "#@" or unquote(value)[0] in "#@" or _EMAIL.match(unquote(value)):
+            return False
+        return _looks_random(value) if web else len(unquote(value)) >= _TOKEN_MIN
+
+    host = _host_only(parts.host)
+    # In Apprise URLs the "host" is often a credential (tgram://BOTTOKEN/, discord://ID/TOKEN).
+    host_secret = not web and not _HOSTNAME.match(host) and len(host) >= _TOKEN_MIN
+    query = []
+    for key, value in parts.query:
+        if value is None or value == "":
+            query.append(False)
+        elif _is_secret_key(key):
+            query.append(True)
+        elif key.lower().lstrip("+-:") in _PLAIN_KEYS:
+            query.append(False)
+        else:
+            query.append(tokenish(value))
+    # Some services put a key where the user goes (pagerduty://INTEGRATIONKEY@APIKEY): only long ones.
+    user_secret = not web and parts.user is not None and len(unquote(parts.user)) >= _WEB_TOKEN_MIN
+    return _Verdict(bool(parts.password), user_secret, host_secret, [tokenish(s) for s in parts.path], query)
+
+
+def _variants(secret: str) -> set[str]:
+    """The forms a secret takes in messages: as written, percent-decoded, and percent-encoded."""
+    decoded = unquote(secret)
+    return {s for s in (secret, decoded, unquote_plus(secret), quote(decoded, safe="")) if s}
+
+
+def _alternative(secret: str) -> str:
+    # A very short secret ("pw") is masked only where it stands alone, or every "pw" in
+    # "password" would go too and the text would be unreadable; a long one is masked anywhere.
+    if len(secret) < _SHORT:
+        return rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])"
+    return re.escape(secret)
+
+
+class Redactor:
+    """The secrets of some channels, and the means to keep them out of anything printed."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: frozenset[str] = frozenset()
+        # the pattern and the set it was built from, so a pattern never lags behind an add()
+        self._compiled: tuple[frozenset[str], re.Pattern[str]] | None = None
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        """Treat `secret` (in every encoding it may be printed in) as never printable."""
+        if secret and secret.strip():
+            # A new set, not an update in place: another thread may be scrubbing with the old one.
+            self._secrets = self._secrets | _variants(secret)
+
+    def add_url(self, url: str) -> None:
+        """Register the credentials of an Apprise (or plain) URL: password, tokens in host, path and query."""
+        parts = _split(url)
+        if parts is None:
+            # Not a URL we understand: the whole of it is the only safe secret.
+            self.add(url)
+            return
+        verdict = _judge(parts)
+        if verdict.password:
+            self.add(parts.password)
+        if verdict.user:
+            self.add(parts.user)
+        if verdict.host:
+            self.add(_host_only(parts.host))
+            self.add(parts.host)
+        for segment, secret in zip(parts.path, verdict.path):
+            if secret:
+                self.add(segment)
+        for (_, value), secret in zip(parts.query, verdict.query):
+            if secret:
+                self.add(value)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return self._secrets
+
+    def scrub(self, text: str) -> str:
+        """`text` with every known secret replaced by ****, longest first."""
+        secrets, compiled = self._secrets, self._compiled
+        if not secrets or not text:
+            return text
+        if compiled is None or compiled[0] is not secrets:
+            ordered = sorted(secrets, key=len, reverse=True)
+            compiled = self._compiled = (secrets, re.compile("|".join(_alternative(s) for s in ordered)))
+        return compiled[1].sub(MASK, text)
+
+    def privacy_url(self, url: str) -> str:
+        """A form of `url` safe to print (scheme://user:****@host/****), without importing Apprise.
+
+        It judges the URL on its own (the rules of `add_url`), so it needs no prior `add_url`.
+        """
+        parts = _split(url)
+        if parts is None:
+            return MASK
+        verdict = _judge(parts)
+        out = f"{parts.scheme}://"
+        if parts.user is not None or parts.password is not None:
+            out += MASK if verdict.user else (parts.user or "")
+            if parts.password is not None:
+                out += f":{MASK}"
+            out += "@"
+        out += MASK if verdict.host else parts.host
+        if parts.path:
+            out += "/" + "/".join(MASK if s else seg for seg, s in zip(parts.path, verdict.path))
+        if parts.query:
+            items = []
+            for (key, value), secret in zip(parts.query, verdict.query):
+                items.append(key if value is None else f"{key}={MASK if secret else value}")
+            out += "?" + "&".join(items)
+        return out
+
+    def scheme_only(self, url: str) -> str:
+        """The least that can be said of a URL: `mailtos://****`, or `****` when there is no scheme."""
+        parts = _split(url)
+        return f"{parts.scheme}://{MASK}" if parts else MASK
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that scrubs a Redactor's secrets from every record it sees.
+
+    Attach it to a handler to cover every logger behind it, or to one logger (e.g. "apprise")
+    to cover what that logger itself emits.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = self.redactor.scrub(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, ()
+        return True
