@@ -53,7 +53,7 @@ class OptionError:
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")  # msgspec writes a dict value's key as [...]
 
 
 def convert_options(model: type[msgspec.Struct], raw: Mapping[str, Any]) -> tuple[Any, list[OptionError]]:
@@ -77,7 +77,7 @@ def convert_options(model: type[msgspec.Struct], raw: Mapping[str, Any]) -> tupl
         match = _AT.match(str(exc))
         assert match is not None
         path: tuple[str | int, ...] = tuple(
-            name if name else int(index) for name, index in _PATH_PART.findall(match["path"] or "")
+            name or (int(index) if index.isdigit() else "[...]") for name, index in _PATH_PART.findall(match["path"] or "")
         )
         message = _friendly(match["msg"])
         return None, [OptionError(path, f"option {_dotted(path)}: {message}" if path else message)]
@@ -93,7 +93,10 @@ def _hint(name: str, valid: list[str]) -> str:
 def _dotted(path: tuple[str | int, ...]) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += part if part == "[...]" or not out else f".{part}"
     return repr(out)
 
 
