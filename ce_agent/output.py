@@ -28,6 +28,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def number(value: float | None) -> str:
+    """A metric value for people: `U` when unknown, whole numbers without exponent."""
+    if value is None:
+        return "U"
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
 def reported(outcomes: Sequence[Outcome]) -> list[Outcome]:
     """The rows of the report: every check, and each collector that failed."""
     return [o for o in outcomes if o.job.kind == "check" or o.result.status is not Status.OK]
@@ -86,8 +95,7 @@ def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: 
             lines += [f"{'':14}{line}" for line in outcome.result.details.splitlines()]
         if verbose:
             for metric in outcome.result.metrics:
-                value = "U" if metric.value is None else f"{metric.value:g}"
-                lines.append(f"{'':14}{metric.name} = {value}{metric.unit}")
+                lines.append(f"{'':14}{metric.name} = {number(metric.value)}{metric.unit}")
     collectors = [o for o in outcomes if o.job.kind == "collector" and o.result.status is Status.OK]
     if collectors:
         total = sum(len(o.samples) for o in collectors)
@@ -96,7 +104,7 @@ def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: 
             for o in collectors:
                 for m in o.samples:
                     labels = ",".join(f"{k}={v}" for k, v in m.labels.items())
-                    lines.append(f"    {o.job.host} {m.name}{'{' + labels + '}' if labels else ''} = {m.value}{m.unit}")
+                    lines.append(f"    {o.job.host} {m.name}{'{' + labels + '}' if labels else ''} = {number(m.value)}{m.unit}")
     if deliveries:
         lines.append("NOTIFICATIONS" + ("  (--check: rendered, not sent)" if check_mode else ""))
         for d in deliveries:

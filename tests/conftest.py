@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.receivers import dead_port, smtp_server, webhook  # noqa: F401 - fixtures for every test
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_PLUGINS = ROOT / "tests" / "fixtures" / "plugins"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
@@ -16,6 +17,7 @@ from ce_agent.redact import RedactingFilter, Redactor
 _NOTIFY_TYPES = {Status.OK: "success", Status.WARNING: "warning", Status.CRITICAL: "failure", Status.UNKNOWN: "info"}
 #: how many of Apprise's log lines to quote when a delivery fails
 _REASON_LINES = 3
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 #: the logger Apprise writes its reasons to
 _APPRISE_LOGGER = "apprise"
 #: loggers whose lines can show a URL path (where webhook tokens live): scrubbed while sending
@@ -110,6 +112,8 @@ class AppriseNotifier(Notifier):
             raise DeliveryError(f"delivery to {where} failed{self._reason(lines)}", transient=True)
 
     def _reason(self, lines: list[str]) -> str:
+        # Apprise quotes URLs in its own masked form, which keeps a password's first and last letter.
+        lines = [_URL_IN_TEXT.sub(lambda m: self.redactor.privacy_url(m.group(0)), line) for line in lines]
         reason = "; ".join(self.redactor.scrub(line.strip()) for line in lines[-_REASON_LINES:])
         return f": {reason}" if reason else ""
 

@@ -1,0 +1,123 @@
+"""`ce-agent run` notifies: one message per channel for each check that is not OK, through Apprise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Agent
+from tests.receivers import SmtpServer, Webhook
+
+CANARY = "Canary-Pa55-7Q2x"
+
+
+def setup(agent: Agent, channels: dict[str, str], status: str = "CRITICAL", notify: str = "[hook]") -> None:
+    lines = "".join(f"      {name}: {spec}\n" for name, spec in channels.items())
+    agent.write("inventory.yml", f"all:\n  vars:\n    channels:\n{lines}  hosts:\n    web1: {{address: 127.0.0.1}}\n")
+    agent.write("site.yml", f"""\
+        - name: Web
+          hosts: web1
+          checks:
+            - name: Root disk
+              fixed: {{status: {status}, summary: "/ 95.2% used", value: 95.2}}
+              notify: {notify}
+              severity: critical
+              labels: {{team: ops}}
+        """)
+
+
+def test_a_problem_goes_to_the_webhook(agent: Agent, webhook: Webhook) -> None:
+    setup(agent, {"hook": f'"{webhook.url()}"'})
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "--format", "json")
+    assert ran.code == 2, ran.err
+    (request,) = webhook.requests
+    payload = request.json()
+    assert payload["title"] == "[CRITICAL] Root disk on web1"
+    assert payload["type"] == "failure"
+    body = payload["message"]
+    for line in ["/ 95.2% used", "Host: web1", "Play: Web", "Check: Root disk (fixed)", "Severity: critical",
+                 "Metrics: fixed_value=95.2"]:
+        assert line in body
+    assert ran.json()["notifications"] == [
+        {"channel": "hook", "title": "[CRITICAL] Root disk on web1", "body": body, "sent": True, "error": None}
+    ]
+
+
+def test_nothing_is_sent_for_an_ok_check(agent: Agent, webhook: Webhook) -> None:
+    setup(agent, {"hook": f'"{webhook.url()}"'}, status="OK")
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "--format", "json")
+    assert ran.code == 0
+    assert webhook.requests == []
+    assert ran.json()["notifications"] == []
+
+
+def test_check_mode_renders_and_sends_nothing(agent: Agent, webhook: Webhook) -> None:
+    setup(agent, {"hook": f'"{webhook.url()}"'}, status="WARNING")
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "--check")
+    assert ran.code == 1
+    assert webhook.requests == []
+    assert "[WARNING] Root disk on web1  -> would send" in ran.out
+    assert "| Host: web1" in ran.out
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "--check", "--format", "json")
+    (note,) = ran.json()["notifications"]
+    assert (note["sent"], note["error"]) == (False, None)
+
+
+def test_mail_through_smtp(agent: Agent, smtp_server: SmtpServer) -> None:
+    url = (f"mailto://{smtp_server.user}:{smtp_server.password}@127.0.0.1:{smtp_server.port}"
+           "?from=agent@example.com&to=ops@example.com&mode=insecure")
+    setup(agent, {"mail": f'"{url}"'}, notify="[mail]")
+    ran = agent("run", "site.yml", "-i", "inventory.yml")
+    assert ran.code == 2, ran.err
+    (message,) = smtp_server.messages
+    assert message["Subject"] == "[CRITICAL] Root disk on web1"
+    assert smtp_server.password not in ran.out + ran.err
+
+
+def test_a_channel_with_several_urls_and_several_channels(agent: Agent, webhook: Webhook, tmp_path) -> None:
+    setup(
+        agent,
+        {"both": json.dumps([webhook.url(path="/a"), webhook.url(path="/b")]), "log": "{file: {path: alerts.jsonl}}"},
+        notify="[both, log]",
+    )
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "--format", "json")
+    assert sorted(r.path for r in webhook.requests) == ["/a", "/b"]
+    (line,) = (tmp_path / "alerts.jsonl").read_text().splitlines()
+    assert json.loads(line)["title"] == "[CRITICAL] Root disk on web1"
+    assert [n["sent"] for n in ran.json()["notifications"]] == [True, True]
+
+
+@pytest.mark.parametrize(
+    "status, expected_error",
+    [pytest.param(500, "failed", id="the receiver answers 500")],
+)
+def test_a_failing_receiver_is_reported(agent: Agent, webhook: Webhook, status: int, expected_error: str) -> None:
+    webhook.status = status
+    setup(agent, {"hook": f'"{webhook.url()}"'})
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "--format", "json")
+    assert ran.code == 2  # the check's status, whatever happened to the message
+    (note,) = ran.json()["notifications"]
+    assert note["sent"] is False
+    assert expected_error in note["error"]
+
+
+def test_a_down_channel_never_shows_its_password(agent: Agent, dead_port: int, webhook: Webhook) -> None:
+    """Every channel fails, at -v, with the password in the URL and in the environment: never printed."""
+    setup(
+        agent,
+        {"down": f'"json://alerts:{CANARY}@127.0.0.1:{dead_port}/hook"',
+         "envsecret": f'"json://alerts:{{{{ env.HOOK_PASSWORD }}}}@127.0.0.1:{dead_port}/x"',
+         "bad": '"mailto://u:' + CANARY + '@127.0.0.1?mode=bogus"'},
+        notify="[down, envsecret, bad]",
+    )
+    for args in (["-v"], ["-v", "--format", "json"], ["-v", "--check"]):
+        ran = agent("run", "site.yml", "-i", "inventory.yml", *args, env={"HOOK_PASSWORD": "Env-" + CANARY})
+        assert ran.code == 2, ran.err
+        assert CANARY not in ran.out and CANARY not in ran.err, (args, ran.out, ran.err)
+        assert "Traceback" not in ran.err
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "--format", "json", env={"HOOK_PASSWORD": "Env-" + CANARY})
+    notes = ran.json()["notifications"]
+    assert [n["channel"] for n in notes] == ["down", "envsecret", "bad"]
+    assert [n["sent"] for n in notes] == [False, False, False]
+    assert all(n["error"] for n in notes)
