@@ -157,7 +157,11 @@ def parse_yaml(text: str, name: str) -> Any:
         node = loader.get_node()
         if loader.check_node():
             raise _Limit("more than one YAML document (only one is read)", loader.peek_event().start_mark)
-        return loader.construct_document(node)
+        data = loader.construct_document(node)
+        if _expanded_size(data, {}) > MAX_NODES:
+            # aliases are shared when read, but everything that walks the data walks every copy
+            raise _Limit(f"expands to more than {MAX_NODES} values through aliases", node.start_mark)
+        return data
     except _Limit as exc:
         raise UserError(str(exc), _loc(name, exc.mark)) from None
     except yaml.constructor.ConstructorError as exc:
@@ -177,6 +181,18 @@ def parse_yaml(text: str, name: str) -> Any:
         raise UserError(f"nested deeper than {MAX_DEPTH} levels", Location(name)) from None
     finally:
         loader.dispose()
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """How many values `value` has when every alias is written out (memoised per shared object)."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key not in memo:
+        memo[key] = 0  # YAML anchors cannot recurse through the safe loader, but stay finite anyway
+        children = value.values() if isinstance(value, dict) else value
+        memo[key] = 1 + sum(min(_expanded_size(child, memo), MAX_NODES + 1) for child in children)
+    return memo[key]
 
 
 def _loc(name: str, mark: Any) -> Location:
