@@ -87,7 +87,7 @@ def main() -> None:
         (work / "ansible.yml").write_text(
             "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
             + "".join(
-                f"    - command: {json.dumps([str(PLUGINS / c[0]), *c[1:]])}\n      changed_when: false\n"
+                f"    - command:\n        argv: {json.dumps([str(PLUGINS / c[0]), *c[1:]])}\n      changed_when: false\n"
                 for c in NAGIOS_LOOP
             )
         )

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import msgspec
 
-from ce_agent.checks.tcp import describe_connect_error
+from ce_agent.checks._net import describe_connect_error, remaining
 from ce_agent.contracts import Check, Metric, Result, Status, TaskContext, worst
 from ce_agent.options import Threshold
 from ce_agent.thresholds import evaluate, optional_range
@@ -205,9 +205,9 @@ class HttpCheck(Check):
                 if self._cancelled.is_set():
                     raise CheckFailed("cancelled")
                 path = urlunsplit(("", "", parts.path or "/", parts.query, ""))
-                sock.settimeout(_remaining(deadline))
+                sock.settimeout(remaining(deadline))
                 connection.request(method, path, body=body, headers=headers)
-                sock.settimeout(_remaining(deadline))
+                sock.settimeout(remaining(deadline))
                 response = connection.getresponse()
                 location = response.getheader("Location")
                 if opts.follow_redirects and response.status in REDIRECT_CODES and location:
@@ -245,18 +245,11 @@ class HttpCheck(Check):
     ) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection
         if scheme == "https":
-            connection = http.client.HTTPSConnection(host, port, timeout=_remaining(deadline), context=tls)
+            connection = http.client.HTTPSConnection(host, port, timeout=remaining(deadline), context=tls)
         else:
-            connection = http.client.HTTPConnection(host, port, timeout=_remaining(deadline))
+            connection = http.client.HTTPConnection(host, port, timeout=remaining(deadline))
         connection.connect()
         return connection
-
-
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
 
 
 def _read_response(
@@ -268,7 +261,7 @@ def _read_response(
     # the response closes the socket itself once the body is complete (or at once for HEAD and 204)
     while not response.isclosed():
         # each read gets only what is left of the task's time, so a slow body cannot overrun it
-        sock.settimeout(_remaining(deadline))
+        sock.settimeout(remaining(deadline))
         chunk = response.read(_CHUNK)
         if not chunk:
             break

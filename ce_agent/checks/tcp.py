@@ -9,6 +9,7 @@ from typing import Annotated
 
 import msgspec
 
+from ce_agent.checks._net import describe_connect_error, host_port, remaining
 from ce_agent.contracts import Check, Metric, Result, Status
 from ce_agent.durations import format_duration
 from ce_agent.options import Threshold
@@ -16,26 +17,6 @@ from ce_agent.thresholds import evaluate, optional_range
 
 #: how much of the reply is searched for `expect`: banners and short answers, not whole documents
 EXPECT_LIMIT = 64 * 1024
-
-
-def describe_connect_error(exc: BaseException, timeout: float) -> str:
-    """A short reason for a failed network operation: "connection refused", "timed out after 2s"..."""
-    if isinstance(exc, TimeoutError):
-        return f"timed out after {format_duration(timeout)}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset by peer"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host ({exc.strerror or exc})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[:1].lower() + exc.strerror[1:]
-    return str(exc) or type(exc).__name__
-
-
-def host_port(host: str, port: int) -> str:
-    """`host:port`, bracketing IPv6 literals as URLs do."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def reply_matches(expect: str, received: str) -> bool:
@@ -109,7 +90,7 @@ class TcpCheck(Check):
         with sock:
             try:
                 if opts.send:
-                    sock.settimeout(_remaining(deadline))
+                    sock.settimeout(remaining(deadline))
                     sock.sendall(opts.send.encode())
                 if opts.expect is not None:
                     problem, first_line = _read_expected(sock, opts.expect, deadline, timeout)
@@ -121,20 +102,13 @@ class TcpCheck(Check):
         return Result(status, summary, metrics)
 
 
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
-
-
 def _read_expected(sock: socket.socket, expect: str, deadline: float, timeout: float) -> tuple[str, str]:
     """(problem or "", first line received) after reading until `expect` shows up, EOF or the deadline."""
     received = b""
     text = ""
     while len(received) < EXPECT_LIMIT:
         try:
-            sock.settimeout(_remaining(deadline))
+            sock.settimeout(remaining(deadline))
             chunk = sock.recv(4096)
         except TimeoutError:
             return (

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 
-from ce_agent.checks.tcp import describe_connect_error, host_port
+from ce_agent.checks._net import describe_connect_error, host_port, remaining
 from ce_agent.contracts import Check, Metric, Result, Status
 
 
@@ -106,8 +106,8 @@ class TlsCertCheck(Check):
 
     def _peer_certificate(self, host: str, name: str, context: ssl.SSLContext, deadline: float) -> bytes:
         """The server's certificate in DER, after a handshake bounded by the deadline."""
-        with socket.create_connection((host, self.options.port), timeout=_remaining(deadline)) as raw:
-            raw.settimeout(_remaining(deadline))
+        with socket.create_connection((host, self.options.port), timeout=remaining(deadline)) as raw:
+            raw.settimeout(remaining(deadline))
             with context.wrap_socket(raw, server_hostname=name or None) as tls:
                 return tls.getpeercert(binary_form=True) or b""
 
@@ -117,13 +117,6 @@ def _unverified_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
 
 
 def _span(seconds: float) -> str:
