@@ -56,6 +56,7 @@ class Selection:
     tags: set[str] = field(default_factory=set)
     skip_tags: set[str] = field(default_factory=set)
     extra_vars: dict[str, Any] = field(default_factory=dict)
+    check_schedules: bool = False  # `validate` checks cron syntax; `run` never uses schedules
 
 
 @dataclass
@@ -86,6 +87,8 @@ def build_plan(
         except ValueError as exc:
             problems.add(None, f"--limit {selection.limit!r}: {exc}")
             limit_hosts = set()
+    if selection.check_schedules:
+        _check_schedules(plays, problems)
     builder = _Builder(inventory, registry, templar, selection, problems)
     jobs = []
     for play in plays:
@@ -103,6 +106,17 @@ def build_plan(
                 continue
             jobs.extend(builder.jobs_for(play, host))
     return Plan(jobs, inventory, plays)
+
+
+def _check_schedules(plays: list[Play], problems: Problems) -> None:
+    from ce_agent.schedules import cron_error
+
+    for play in plays:
+        for task in play.tasks:
+            if task.schedule is not None and (error := cron_error(task.schedule)):
+                problems.add(task.key_locs.get("schedule", task.loc), f"'schedule': {error}")
+            if task.schedule is not None and task.interval is not None:
+                problems.add(task.key_locs.get("interval", task.loc), "give either 'schedule' or 'interval', not both")
 
 
 def _load_plugins(plays: list[Play], registry: Registry, problems: Problems) -> None:

@@ -120,6 +120,26 @@ def validate(tmp_path: Path, playbook: str, *args: str, env: dict[str, str] | No
             - hosts: localhost
               checks:
                 - disk: {}
+                  schedule: "*/5 * * *"
+            """,
+            "site.yml:4:17: 'schedule': a cron schedule has 5 fields (minute hour day month weekday) or 6 with seconds, got 4",
+            id="cron with 4 fields",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  schedule: "61 * * * *"
+            """,
+            "site.yml:4:17: 'schedule': not a valid cron expression: '61 * * * *'",
+            id="cron out of range",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
                   retries: 0
             """,
             "site.yml:4:16: 'retries' must be a whole number of at least 1, got 0",
