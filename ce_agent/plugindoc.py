@@ -48,8 +48,8 @@ def listing_text(rows: list[Row]) -> str:
     if not rows:
         return "no plugins found"
     width = max(len(r.name) for r in rows)
-    dist_width = max(len(f"{r.distribution} {r.version}") for r in rows)
-    lines = []
+    dist_width = max(len("DISTRIBUTION"), *(len(f"{r.distribution} {r.version}") for r in rows))
+    lines = [f"{'KIND':<10} {'NAME':<{width}}  {'DISTRIBUTION':<{dist_width}}  DESCRIPTION OR LOAD ERROR"]
     for r in rows:
         dist = f"{r.distribution} {r.version}"
         detail = r.description if r.status == "ok" else r.status.upper() if r.status.startswith("error") else r.status

@@ -34,7 +34,7 @@ def test_plugins_list_shows_builtins_and_installed_packages(agent: Agent) -> Non
 def test_plugins_list_text(agent: Agent) -> None:
     ran = agent("plugins", "list", "--kind", "notifier")
     assert ran.code == 0
-    names = [line.split()[1] for line in ran.out.splitlines()]
+    names = [line.split()[1] for line in ran.out.splitlines()[1:]]
     assert names == ["apprise", "console", "file"]
 
 
