@@ -46,7 +46,7 @@ def _fail(lines: list[str], code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, check_schedules=False):  # type: ignore[no-untyped-def]
+def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, validating=False):  # type: ignore[no-untyped-def]
     from ce_agent import oneshot
     from ce_agent.plan import Selection
     from ce_agent.redact import Redactor
@@ -58,7 +58,8 @@ def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, check_schedu
         tags=_split_tags(tags),
         skip_tags=_split_tags(skip_tags),
         extra_vars=oneshot.parse_extra_vars(extra_vars or []),
-        check_schedules=check_schedules,
+        check_schedules=validating,
+        broken_plugins_run=not validating,
     )
     try:
         plan, problems = oneshot.load(list(playbooks), list(inventory or []), selection, Registry(), redactor)
@@ -116,7 +117,7 @@ def validate(
     extra_vars: ExtraVarsOpt = None,
 ) -> None:
     """Load and validate playbooks and inventory; report every error as FILE:LINE:COL: message."""
-    plan, _ = _load(playbooks, inventory, None, None, None, extra_vars, check_schedules=True)
+    plan, _ = _load(playbooks, inventory, None, None, None, extra_vars, validating=True)
     hosts = {job.host for job in plan.jobs}
     typer.echo(
         f"ok: {len(playbooks)} playbook(s), {len(plan.plays)} play(s), {len(plan.jobs)} task(s) on {len(hosts)} host(s)"

@@ -46,6 +46,7 @@ class Job:
     labels: dict[str, str] = field(default_factory=dict)
     severity: str | None = None
     instance: Any = None  # the plugin object while it runs, so a timeout can cancel it
+    load_error: str | None = None  # the plugin could not be imported: the job reports UNKNOWN
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Selection:
     skip_tags: set[str] = field(default_factory=set)
     extra_vars: dict[str, Any] = field(default_factory=dict)
     check_schedules: bool = False  # `validate` checks cron syntax; `run` never uses schedules
+    # `run`: a plugin that is installed but fails to import makes its tasks UNKNOWN, and only those
+    broken_plugins_run: bool = False
 
 
 @dataclass
@@ -187,13 +190,24 @@ class _Builder:
             if key not in self._plugin_errors:
                 self._plugin_errors[key] = _plugin_error(self.registry, task.kind, task.plugin)
             if self._plugin_errors[key]:
-                self.problems.add(task.plugin_loc, self._plugin_errors[key])
+                if self.selection.broken_plugins_run and self.registry.has(task.kind, task.plugin):
+                    self.problems.warn(task.plugin_loc, self._plugin_errors[key])
+                    jobs.append(self._broken_job(play, host, task, self._plugin_errors[key]))
+                else:
+                    self.problems.add(task.plugin_loc, self._plugin_errors[key])
                 continue
             scope = play_scope.child([task.vars, self.selection.extra_vars]) if task.vars else play_scope
             job = self._job(play, host, task, scope)
             if job is not None:
                 jobs.append(job)
         return jobs
+
+    def _broken_job(self, play: Play, host: str, task: Task, error: str) -> Job:
+        name = task.name if not has_template(task.name) else task.plugin
+        return Job(
+            kind=task.kind, play=play.name, host=host, name=name, plugin_name=task.plugin, plugin=type(None),
+            options=None, context=TaskContext(task=name, host=host, play=play.name), task=task, load_error=error,
+        )
 
     def _render(self, value: Any, scope: VarScope, loc: Location | None, what: str) -> tuple[Any, bool]:
         if not has_template(value):

@@ -28,6 +28,8 @@ class Outcome:
 
 def run_job(job: Any) -> tuple[Result, list[Metric]]:
     """Instantiate the plugin and call it; exceptions propagate to the caller."""
+    if job.load_error:
+        return Result(Status.UNKNOWN, job.load_error), []
     plugin = job.plugin(job.options, job.context)
     job.instance = plugin
     if job.kind == "collector":
@@ -40,11 +42,15 @@ def run_job(job: Any) -> tuple[Result, list[Metric]]:
 
 
 def _error_result(exc: BaseException, scrub: Scrub) -> Result:
+    import traceback
+
     message = str(exc) or type(exc).__name__
     if isinstance(exc, RecursionError):
         message = "maximum recursion depth exceeded"
     first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-    return Result(Status.UNKNOWN, scrub(f"{type(exc).__name__}: {first_line}"))
+    # the traceback goes to the long output (`-v`, JSON `details`): plugin authors need it, users don't
+    trace = "".join(traceback.format_exception(exc, limit=-8))
+    return Result(Status.UNKNOWN, scrub(f"{type(exc).__name__}: {first_line}"), details=scrub(trace))
 
 
 def execute(

@@ -110,6 +110,8 @@ def test_a_plugin_that_raises_is_unknown_with_its_message(agent: Agent) -> None:
     results = {r["name"]: r for r in ran.json()["results"]}
     assert results["Raiser"]["status"] == "UNKNOWN"
     assert results["Raiser"]["summary"] == "RuntimeError: disk controller on fire"
+    assert results["Raiser"]["details"].startswith("Traceback (most recent call last)")
+    assert 'raise RuntimeError(self.options.message)' in results["Raiser"]["details"]
     assert results["Deep"]["status"] == "UNKNOWN"
     assert "recursion" in results["Deep"]["summary"]
     assert results["Fine"]["status"] == "OK"
