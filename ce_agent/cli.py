@@ -15,14 +15,15 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click errors and help: one "Error:" line, no rich import
     help="ce-agent: checks, collectors and notifiers from Ansible-style playbooks and inventories.",
 )
-plugins_app = typer.Typer(no_args_is_help=True, help="Discover plugins and read their documentation.")
+plugins_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Discover plugins and read their documentation.")
 app.add_typer(plugins_app, name="plugins")
 
 EXIT_USAGE = 2
 
-PlaybookArg = Annotated[list[Path], typer.Argument(help="Playbook files.", show_default=False)]
+PlaybookArg = Annotated[list[Path], typer.Argument(help="Playbook files.", show_default=False, metavar="PLAYBOOK...")]
 InventoryOpt = Annotated[
     Optional[list[Path]],
     typer.Option("-i", "--inventory", help="Inventory file or directory (repeatable).", show_default=False),
