@@ -88,6 +88,22 @@ class FileCheck(Check):
             msgspec.Meta(description="CRITICAL unless this regex matches the content (the first MiB is read)."),
         ] = None
 
+        def __post_init__(self) -> None:
+            # checked here, not in run(): `ce-agent validate` then reports them at the task's line
+            if not self.path:
+                raise ValueError("path: must not be empty")
+            min_size = _size_option("min_size", self.min_size)
+            max_size = _size_option("max_size", self.max_size)
+            if min_size is not None and max_size is not None and min_size > max_size:
+                raise ValueError(f"min_size: {self.min_size} is above max_size {self.max_size}")
+            if self.contains is not None:
+                if self.type == "directory":
+                    raise ValueError("contains: a directory has no content to search (type: directory)")
+                try:
+                    re.compile(self.contains, re.MULTILINE)
+                except re.error as exc:
+                    raise ValueError(f"contains: not a valid regular expression: {exc}") from None
+
     EXAMPLES = """\
 - name: Nightly backup is fresh
   file: {path: /var/backups/db.dump, type: file, max_age: 26h, min_size: 10MB}
@@ -97,12 +113,10 @@ class FileCheck(Check):
 
     def run(self) -> Result:
         opts = self.options
-        try:
-            min_size = parse_size(opts.min_size) if opts.min_size is not None else None
-            max_size = parse_size(opts.max_size) if opts.max_size is not None else None
-            pattern = re.compile(opts.contains, re.MULTILINE) if opts.contains is not None else None
-        except (ValueError, re.error) as exc:
-            return Result(Status.UNKNOWN, f"file: invalid option: {exc}")
+        # the options were checked when loaded (Options.__post_init__): these cannot fail
+        min_size = parse_size(opts.min_size) if opts.min_size is not None else None
+        max_size = parse_size(opts.max_size) if opts.max_size is not None else None
+        pattern = re.compile(opts.contains, re.MULTILINE) if opts.contains is not None else None
         path = opts.path
         try:
             st = os.stat(path)
@@ -160,6 +174,13 @@ def _content_problems(path: str, kind: str, pattern: re.Pattern[str]) -> list[tu
     if pattern.search(data.decode("utf-8", errors="replace")) is None:
         return [(Status.CRITICAL, f"no match for /{pattern.pattern}/")]
     return []
+
+
+def _size_option(option: str, given: int | str | None) -> int | None:
+    try:
+        return None if given is None else parse_size(given)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
 
 
 def _as_given(size: int | str) -> str:

@@ -25,6 +25,20 @@ BODY_MATCH_LIMIT = 1 << 20
 MAX_REDIRECTS = 10
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
+#: RFC 9110's token: what a method or a header name is made of
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: what http.client refuses in a header value (it would split the request)
+_BAD_HEADER_VALUE = re.compile(r"[\r\n\x00]")
+_StatusCode = Annotated[int, msgspec.Meta(ge=100, le=599)]
+
+
+def _is_latin1(text: str) -> bool:
+    # http.client encodes header values as Latin-1; anything else fails only when sending
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def display_url(url: str) -> str:
@@ -62,7 +76,7 @@ class HttpCheck(Check):
         ]
         method: Annotated[str, msgspec.Meta(description="The request method.")] = "GET"
         expect_status: Annotated[
-            int | list[int] | None,
+            _StatusCode | Annotated[list[_StatusCode], msgspec.Meta(min_length=1)] | None,
             msgspec.Meta(description="The accepted status code(s); unset: any of 200-399 is accepted."),
         ] = None
         expect_body: Annotated[
@@ -92,20 +106,30 @@ class HttpCheck(Check):
 
         def __post_init__(self) -> None:
             if re.search(r"[\x00-\x20\x7f]", self.url):
-                raise ValueError(f"url must not contain spaces or control characters: {display_url(self.url)!r}")
+                raise ValueError(f"url: must not contain spaces or control characters: {display_url(self.url)!r}")
             parts = urlsplit(self.url)
             try:
                 parts.port  # noqa: B018 - raises ValueError for a port that is not a number
             except ValueError:
-                raise ValueError(f"url has an invalid port: {display_url(self.url)!r}") from None
+                raise ValueError(f"url: invalid port: {display_url(self.url)!r}") from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"url must be an http:// or https:// URL with a host, got {display_url(self.url)!r}")
+                raise ValueError(
+                    f"url: must be an http:// or https:// URL with a host, got {display_url(self.url)!r}"
+                )
+            if not _TOKEN.fullmatch(self.method):
+                raise ValueError(f"method: not a valid HTTP method: {self.method!r}")
             self.method = self.method.upper()
+            for name, value in self.headers.items():
+                # the value is never shown: headers carry tokens (Authorization, X-Api-Key)
+                if not _TOKEN.fullmatch(name):
+                    raise ValueError(f"headers: not a valid header name: {name!r}")
+                if _BAD_HEADER_VALUE.search(value) or not _is_latin1(value):
+                    raise ValueError(f"headers: the value of {name!r} must be Latin-1 text without line breaks")
             if self.expect_body is not None:
                 try:
                     re.compile(self.expect_body)
                 except re.error as exc:
-                    raise ValueError(f"expect_body is not a valid regular expression: {exc}") from None
+                    raise ValueError(f"expect_body: not a valid regular expression: {exc}") from None
 
     EXAMPLES = """\
 - name: Web site answers

@@ -96,6 +96,18 @@ class ProcessCheck(Check):
             msgspec.Meta(description="CRITICAL when more processes match (`max: 0` alone: none may run)."),
         ] = None
 
+        def __post_init__(self) -> None:
+            # checked here, not in run(): `ce-agent validate` then reports them at the task's line
+            if self.name is None and self.cmdline is None:
+                raise ValueError("give 'name', 'cmdline' or both to choose the processes")
+            if self.cmdline is not None:
+                try:
+                    re.compile(self.cmdline)
+                except re.error as exc:
+                    raise ValueError(f"cmdline: not a valid regular expression: {exc}") from None
+            if self.max is not None and self.max < _minimum(self.min, self.max):
+                raise ValueError(f"max: {self.max} is below min {self.min}")
+
     EXAMPLES = """\
 - name: nginx runs
   process: {name: nginx, min: 1}
@@ -105,22 +117,18 @@ class ProcessCheck(Check):
 
     def run(self) -> Result:
         opts = self.options
-        if opts.name is None and opts.cmdline is None:
-            return Result(Status.UNKNOWN, "process: give 'name', 'cmdline' or both")
-        minimum = opts.min
-        if opts.max == 0 and minimum == 1:
-            minimum = 0  # `max: 0` alone says "must not run"; the default min of 1 would contradict it
-        if opts.max is not None and opts.max < minimum:
-            return Result(Status.UNKNOWN, f"process: max {opts.max} is below min {minimum}")
-        try:
-            pattern = re.compile(opts.cmdline) if opts.cmdline is not None else None
-        except re.error as exc:
-            return Result(Status.UNKNOWN, f"process: cmdline is not a valid regex: {exc}")
+        minimum = _minimum(opts.min, opts.max)
+        pattern = re.compile(opts.cmdline) if opts.cmdline is not None else None
         matched = select_processes(probe_processes(), opts.name, pattern, opts.user)
         result = evaluate_processes(matched, _describe(opts), minimum, opts.max)
         labels = {key: value for key in ("name", "cmdline", "user") if (value := getattr(opts, key)) is not None}
         result.metrics = [Metric(m.name, m.value, m.unit, labels, m.warn, m.crit, m.min, m.max) for m in result.metrics]
         return result
+
+
+def _minimum(minimum: int, maximum: int | None) -> int:
+    # `max: 0` alone says "must not run"; the default min of 1 would contradict it
+    return 0 if maximum == 0 and minimum == 1 else minimum
 
 
 def _describe(opts: ProcessCheck.Options) -> str:

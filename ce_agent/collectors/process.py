@@ -33,15 +33,15 @@ class ProcessCollector(Collector):
 
         def __post_init__(self) -> None:
             if self.name is None and self.cmdline is None:
-                raise ValueError("set name or cmdline (or both) to choose the processes")
+                raise ValueError("give 'name', 'cmdline' or both to choose the processes")
             for option, pattern in (("name", self.name), ("cmdline", self.cmdline)):
                 if pattern is not None:
                     try:
                         re.compile(pattern)
                     except re.error as exc:
-                        raise ValueError(f"{option} is not a valid regular expression: {exc}") from None
+                        raise ValueError(f"{option}: not a valid regular expression: {exc}") from None
             if self.interval <= 0:
-                raise ValueError("interval must be above 0 (CPU usage is a difference between two samples)")
+                raise ValueError("interval: must be above 0 (CPU usage is a difference between two samples)")
 
     EXAMPLES = """\
 - name: nginx workers

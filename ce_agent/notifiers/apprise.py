@@ -41,14 +41,19 @@ class AppriseNotifier(Notifier):
         ] = "text"
 
     EXAMPLES = """\
-- name: Mail and chat
-  apprise:
-    urls:
-      - "mailtos://alerts:{{ env.SMTP_PASSWORD }}@smtp.example.com?to=ops@example.com"
-      - "slack://T000/B000/XXXX"
-    timeout: 10s
-- name: Local webhook
-  apprise: {urls: ["json://127.0.0.1:8080/alerts"], format: markdown}
+# In the inventory: a channel that is an Apprise URL, or a list of them, uses this notifier
+all:
+  vars:
+    channels:
+      ops-mail: "mailtos://alerts:{{ env.SMTP_PASSWORD | urlquote }}@smtp.example.com?to=ops@example.com"
+      chat: ["slack://T000/B000/XXXX", "json://127.0.0.1:8080/alerts"]
+      # the mapping form sets the other options
+      pager:
+        apprise:
+          urls: ["ntfys://ntfy.example.com/ops-alerts"]
+          timeout: 5s
+          format: markdown
+# In a playbook, a check names its channels: notify: [ops-mail, chat]
 """
 
     def __init__(self, options: Any, context: TaskContext) -> None:
@@ -57,20 +62,38 @@ class AppriseNotifier(Notifier):
         for url in options.urls:
             self.redactor.add_url(url)
 
+    @classmethod
+    def config_problems(cls, options: Any) -> list[str]:
+        """What `ce-agent validate` reports about a channel: each URL Apprise cannot use, and why.
+
+        Only builds Apprise's service objects from the URLs: nothing is sent, no network is used.
+        Messages show a URL as `SCHEME://****` and Apprise's reasons scrubbed of the URLs' secrets.
+        """
+        import apprise
+
+        redactor = Redactor()
+        for url in options.urls:
+            redactor.add_url(url)
+        asset = _asset(apprise, options.timeout, hasattr(apprise, "AppriseResult"))
+        problems = []
+        with _Scrubbing(redactor):
+            for index, url in enumerate(options.urls):
+                with _ThreadLog(_APPRISE_LOGGER) as log:
+                    plugin = apprise.Apprise.instantiate(url, asset=asset)
+                if plugin is not None:
+                    continue
+                # lines quoting the URL only repeat it (with more of it than we show): kept out
+                reason = _reason_text(redactor, [line for line in log.lines if not _URL_IN_TEXT.search(line)])
+                where = f"urls[{index}]: " if len(options.urls) > 1 else ""
+                problems.append(f"{where}not a URL Apprise knows: {redactor.scheme_only(url)}{reason}")
+        return problems
+
     def send(self, notification: Notification) -> None:
         # Imported here: Apprise costs ~0.3 s and 30 MB, which a run with nothing to send must not pay.
         import apprise
 
-        scrubbing = RedactingFilter(self.redactor)
-        loggers = [logging.getLogger(name) for name in _SCRUBBED_LOGGERS]
-        # Apprise masks passwords in its logs, but its debug lines (and urllib3's) show URL paths.
-        for logger in loggers:
-            logger.addFilter(scrubbing)
-        try:
+        with _Scrubbing(self.redactor):
             self._send(apprise, notification)
-        finally:
-            for logger in loggers:
-                logger.removeFilter(scrubbing)
 
     def _send(self, apprise: Any, notification: Notification) -> None:
         opts = self.options
@@ -112,10 +135,7 @@ class AppriseNotifier(Notifier):
             raise DeliveryError(f"delivery to {where} failed{self._reason(lines)}", transient=True)
 
     def _reason(self, lines: list[str]) -> str:
-        # Apprise quotes URLs in its own masked form, which keeps a password's first and last letter.
-        lines = [_URL_IN_TEXT.sub(lambda m: self.redactor.privacy_url(m.group(0)), line) for line in lines]
-        reason = "; ".join(self.redactor.scrub(line.strip()) for line in lines[-_REASON_LINES:])
-        return f": {reason}" if reason else ""
+        return _reason_text(self.redactor, lines)
 
     def _apply_timeout(self, plugin: Any, url: str) -> None:
         query = parse_qs(url.partition("?")[2].lower())
@@ -125,6 +145,32 @@ class AppriseNotifier(Notifier):
             plugin.socket_connect_timeout = seconds
         if "rto" not in query:
             plugin.socket_read_timeout = seconds
+
+
+def _reason_text(redactor: Redactor, lines: list[str]) -> str:
+    """": reason; reason" from Apprise's last log lines, safe to print ("" when there are none)."""
+    # Apprise quotes URLs in its own masked form, which keeps a password's first and last letter.
+    lines = [_URL_IN_TEXT.sub(lambda m: redactor.privacy_url(m.group(0)), line) for line in lines]
+    reason = "; ".join(redactor.scrub(line.strip()) for line in lines[-_REASON_LINES:] if line.strip())
+    return f": {reason}" if reason else ""
+
+
+class _Scrubbing:
+    """While active, the redactor's secrets are scrubbed from what Apprise (and urllib3) log."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._filter = RedactingFilter(redactor)
+        self._loggers = [logging.getLogger(name) for name in _SCRUBBED_LOGGERS]
+
+    def __enter__(self) -> _Scrubbing:
+        # Apprise masks passwords in its logs, but its debug lines (and urllib3's) show URL paths.
+        for logger in self._loggers:
+            logger.addFilter(self._filter)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for logger in self._loggers:
+            logger.removeFilter(self._filter)
 
 
 class _ThreadLog(logging.Handler):

@@ -19,10 +19,13 @@ class ConsoleNotifier(Notifier):
         ] = "stdout"
 
     EXAMPLES = """\
-- name: Show alerts in the terminal
-  console: {}
-- name: Alerts on stderr, results on stdout
-  console: {stream: stderr}
+# In the inventory's channels; a check then names it: notify: [terminal]
+all:
+  vars:
+    channels:
+      terminal: {console: {}}
+      # alerts on stderr, results on stdout
+      terminal-err: {console: {stream: stderr}}
 """
 
     def send(self, notification: Notification) -> None:

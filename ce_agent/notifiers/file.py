@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -25,14 +26,18 @@ class FileNotifier(Notifier):
         ]
 
     EXAMPLES = """\
-- name: Keep every alert
-  file: {path: /var/log/ce-agent/notifications.jsonl}
+# In the inventory's channels; a check then names it: notify: [log]
+all:
+  vars:
+    channels:
+      log: {file: {path: /var/log/ce-agent/alerts.jsonl}}
 """
 
     def send(self, notification: Notification) -> None:
         path = Path(self.options.path).expanduser()
         record = {**notification.as_dict(), "time": _utc_now()}
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
+        # allow_nan=False: Python would write Infinity/NaN, which no JSON reader accepts
+        line = (json.dumps(_finite(record), ensure_ascii=False, allow_nan=False, default=str) + "\n").encode()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # O_APPEND: every write lands at the current end, so concurrent writers never
@@ -46,6 +51,17 @@ class FileNotifier(Notifier):
                 os.close(fd)
         except OSError as exc:
             raise DeliveryError(f"cannot append to {path}: {exc.strerror or exc}", transient=True) from None
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every infinite or NaN number (at any depth) replaced by None, JSON's null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _utc_now() -> str:

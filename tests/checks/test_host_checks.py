@@ -18,6 +18,7 @@ from ce_agent.checks.load import LoadCheck, LoadSample, evaluate_load
 from ce_agent.checks.memory import MemoryCheck, MemorySample, evaluate_memory
 from ce_agent.checks.process import ProcessCheck, ProcessInfo, evaluate_processes, select_processes
 from ce_agent.contracts import Check, Status
+from ce_agent.options import convert_options
 from ce_agent.thresholds import Range
 
 MakeCheck = Callable[..., Check]
@@ -314,17 +315,34 @@ def test_process_does_not_count_the_agent_itself(make_check: MakeCheck) -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "summary"),
+    ("options", "message"),
     [
-        pytest.param({}, "process: give 'name', 'cmdline' or both", id="neither name nor cmdline"),
+        pytest.param({}, "give 'name', 'cmdline' or both to choose the processes", id="neither name nor cmdline"),
         pytest.param(
-            {"cmdline": "("},
-            "process: cmdline is not a valid regex: missing ), unterminated subpattern at position 0",
+            {"cmdline": "(("},
+            "cmdline: not a valid regular expression: missing ), unterminated subpattern at position 1",
             id="bad regex",
         ),
-        pytest.param({"name": "x", "min": 3, "max": 2}, "process: max 2 is below min 3", id="max below min"),
+        pytest.param({"name": "x", "min": 3, "max": 2}, "max: 2 is below min 3", id="max below min"),
+        pytest.param({"name": "x", "min": 2, "max": 0}, "max: 0 is below min 2", id="max 0 with a min"),
+        pytest.param({"name": "x", "min": -1}, "option 'min': expected int >= 0", id="negative min"),
     ],
 )
-def test_process_option_problems(make_check: MakeCheck, options: dict, summary: str) -> None:
-    result = make_check(ProcessCheck, options).run()
-    assert (result.status, result.summary) == (Status.UNKNOWN, summary)
+def test_process_option_problems_are_found_when_loading(options: dict, message: str) -> None:
+    # found by `ce-agent validate`, before anything runs
+    parsed, errors = convert_options(ProcessCheck.Options, options)
+    assert parsed is None
+    assert [e.message for e in errors] == [message]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"name": "x", "max": 0}, id="max 0 alone: must not run"),
+        pytest.param({"name": "x", "min": 2, "max": 2}, id="exactly 2"),
+        pytest.param({"cmdline": r"^/usr/bin/python3? .*\bworker\b"}, id="a cmdline regex"),
+    ],
+)
+def test_process_options_that_are_fine(options: dict) -> None:
+    parsed, errors = convert_options(ProcessCheck.Options, options)
+    assert errors == [] and parsed is not None

@@ -287,23 +287,56 @@ def test_a_missing_ca_file_is_a_configuration_error(make_check: MakeCheck, tmp_p
     ("raw", "error"),
     [
         pytest.param({}, "missing required option 'url'", id="url is required"),
-        pytest.param({"url": "ftp://example.org/"}, "url must be an http:// or https:// URL", id="ftp"),
-        pytest.param({"url": "example.org"}, "url must be an http:// or https:// URL", id="no scheme"),
-        pytest.param({"url": "http://u:pw@example.org:http/"}, "url has an invalid port: 'http://example.org:http/'",
+        pytest.param({"url": "ftp://example.org/"}, "url: must be an http:// or https:// URL", id="ftp"),
+        pytest.param({"url": "example.org"}, "url: must be an http:// or https:// URL", id="no scheme"),
+        pytest.param({"url": "http://u:pw@example.org:http/"}, "url: invalid port: 'http://example.org:http/'",
                      id="bad port, and the password is not shown"),
-        pytest.param({"url": "http://x/", "expect_body": "("}, "expect_body is not a valid regular expression",
+        pytest.param({"url": "http://x/", "expect_body": "(("},
+                     "expect_body: not a valid regular expression: missing ), unterminated subpattern at position 1",
                      id="bad regex"),
         pytest.param({"url": "http://x/", "expect_status": "ok"}, "option 'expect_status'", id="status not a number"),
         pytest.param({"url": "http://x/", "expect_status": [200, "ok"]}, "option 'expect_status[1]'",
                      id="one of the statuses not a number"),
-        pytest.param({"url": "http://bad host/"}, "url must not contain spaces or control characters",
+        pytest.param({"url": "http://x/", "expect_status": 20}, "option 'expect_status': expected int >= 100",
+                     id="status too small"),
+        pytest.param({"url": "http://x/", "expect_status": [200, 2000]},
+                     "option 'expect_status[1]': expected int <= 599", id="status too large"),
+        pytest.param({"url": "http://x/", "expect_status": []}, "option 'expect_status': expected array of length >= 1",
+                     id="no status accepted"),
+        pytest.param({"url": "http://bad host/"}, "url: must not contain spaces or control characters",
                      id="space in the URL"),
+        pytest.param({"url": "http://x/", "method": "GET /admin"}, "method: not a valid HTTP method: 'GET /admin'",
+                     id="space in the method"),
+        pytest.param({"url": "http://x/", "headers": {"X Token": "1"}}, "headers: not a valid header name: 'X Token'",
+                     id="space in a header name"),
+        pytest.param({"url": "http://x/", "headers": {"Authorization": "Bearer s3cret\r\nX-Evil: 1"}},
+                     "headers: the value of 'Authorization' must be Latin-1 text without line breaks",
+                     id="line break in a header value, which is not shown"),
+        pytest.param({"url": "http://x/", "headers": {"X-Price": "5 \u20ac"}},
+                     "headers: the value of 'X-Price' must be Latin-1 text without line breaks",
+                     id="header value not Latin-1"),
         pytest.param({"url": "http://x/", "timeout": 3}, "unknown option 'timeout'", id="unknown option"),
     ],
 )  # fmt: skip
 def test_invalid_options(raw: dict, error: str) -> None:
     _, errors = convert_options(HttpCheck.Options, raw)
-    assert errors and error in errors[0].message, errors
+    assert len(errors) == 1 and error in errors[0].message, errors
+    assert "s3cret" not in errors[0].message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param({"method": "PROPFIND"}, id="any method token"),
+        pytest.param({"headers": {"X-Name": "caf\u00e9", "Accept": "*/*"}}, id="Latin-1 header values"),
+        pytest.param({"expect_status": 599}, id="highest status"),
+        pytest.param({"expect_status": [100, 204]}, id="a list of statuses"),
+        pytest.param({"expect_body": r"^OK\b"}, id="a regex"),
+    ],
+)
+def test_valid_options(raw: dict) -> None:
+    options, errors = convert_options(HttpCheck.Options, {"url": "http://x/", **raw})
+    assert errors == [] and options is not None
 
 
 def test_method_is_upper_cased() -> None:

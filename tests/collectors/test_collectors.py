@@ -240,14 +240,22 @@ def test_process_count(
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
-        pytest.param({}, "set name or cmdline", id="something to match is required"),
-        pytest.param({"name": "("}, "name is not a valid regular expression", id="bad name regex"),
-        pytest.param({"cmdline": "[a"}, "cmdline is not a valid regular expression", id="bad cmdline regex"),
+        pytest.param({}, "give 'name', 'cmdline' or both to choose the processes", id="something to match is required"),
+        pytest.param({"name": "(("},
+                     "name: not a valid regular expression: missing ), unterminated subpattern at position 1",
+                     id="bad name regex"),
+        pytest.param({"cmdline": "[a"},
+                     "cmdline: not a valid regular expression: unterminated character set at position 0",
+                     id="bad cmdline regex"),
+        pytest.param({"name": "x", "interval": 0},
+                     "interval: must be above 0 (CPU usage is a difference between two samples)", id="zero interval"),
     ],
-)
+)  # fmt: skip
 def test_process_invalid_options(raw: dict, error: str) -> None:
-    _, errors = convert_options(ProcessCollector.Options, raw)
-    assert errors and error in errors[0].message, errors
+    # found by `ce-agent validate`, before anything runs
+    options, errors = convert_options(ProcessCollector.Options, raw)
+    assert options is None
+    assert [e.message for e in errors] == [error]
 
 
 # --- directory_size ------------------------------------------------------------------------------

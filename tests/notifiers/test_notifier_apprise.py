@@ -263,3 +263,73 @@ def test_apprise_is_imported_only_when_sending_and_keeps_no_files(webhook, tmp_p
     assert done.returncode == 0, done.stderr
     assert len(webhook.requests) == 1
     assert list(home.iterdir()) == [], "Apprise wrote persistent storage under HOME"
+
+
+# --- config_problems: what `ce-agent validate` says about an apprise channel -----------------------
+
+
+def problems_of(*urls: str) -> list[str]:
+    options, errors = convert_options(AppriseNotifier.Options, {"urls": list(urls)})
+    assert errors == []
+    return AppriseNotifier.config_problems(options)
+
+
+@pytest.mark.parametrize(
+    ("urls", "problems"),
+    [
+        pytest.param(["json://127.0.0.1:8080/alerts"], [], id="valid-json-url"),
+        pytest.param(
+            ["json://127.0.0.1/", f"mailtos://alerts:{CANARY}@smtp.example.com?to=ops@example.com"], [],
+            id="valid-urls",
+        ),
+        pytest.param(["nosuchservice://host/path"], ["not a URL Apprise knows: nosuchservice://****"],
+                     id="unknown-scheme"),
+        pytest.param(
+            [f"mailto://user:{CANARY}@127.0.0.1?to=ops@example.com&mode=bogus"],
+            ["not a URL Apprise knows: mailto://****: The secure mode specified (bogus) is invalid."],
+            id="mailto-with-bad-mode",
+        ),
+        pytest.param(
+            ["discord://123456"],
+            ["not a URL Apprise knows: discord://****: An invalid Discord Webhook Token (None) was specified."],
+            id="discord-without-token",
+        ),
+        pytest.param(
+            ["json://127.0.0.1/", f"nosuchservice://{CANARY}/x", f"ntfy://user:{CANARY}@ntfy.example.com/t?mode=weird"],
+            [
+                "urls[1]: not a URL Apprise knows: nosuchservice://****",
+                "urls[2]: not a URL Apprise knows: ntfy://****: An invalid ntfy Mode (weird) was specified.",
+            ],
+            id="which-of-several-urls",
+        ),
+    ],
+)  # fmt: skip
+def test_config_problems_name_the_urls_apprise_cannot_use(urls: list[str], problems: list[str]) -> None:
+    assert problems_of(*urls) == problems
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"mailto://user:{CANARY}@127.0.0.1?to=ops@example.com&mode=bogus", id="mail-password"),
+        pytest.param(f"nosuchservice://user:{CANARY}@{CANARY}/{CANARY}?token={CANARY}", id="unknown-scheme"),
+        pytest.param(f"tgram://{CANARY}/", id="telegram-bot-token"),
+        pytest.param(f"slack://{CANARY}/{CANARY}", id="slack-tokens"),
+        pytest.param(f"mailtos://user:pw@smtp.example.com?to=x@example.com&pass={CANARY}&mode=x", id="query-password"),
+    ],
+)
+def test_config_problems_never_show_a_secret(url: str, capsys, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    problems = problems_of(url)
+
+    assert problems, "a valid URL would prove nothing"
+    out, err = capsys.readouterr()
+    assert caplog.records, "Apprise logged nothing: the log check would prove nothing"
+    for where, text in [("problems", "\n".join(problems)), ("stdout", out), ("stderr", err), ("logs", caplog.text)]:
+        assert CANARY not in text, f"the secret leaked into {where}"
+
+
+def test_config_problems_send_nothing(webhook) -> None:
+    assert problems_of(webhook.url("json", "/alerts"), webhook.url("form", "/hook")) == []
+    assert webhook.requests == []

@@ -136,3 +136,37 @@ def test_concurrent_writers_never_interleave_partial_lines(tmp_path) -> None:
     lines = path.read_bytes().splitlines()
     titles = [json.loads(line)["title"] for line in lines]
     assert sorted(titles) == sorted(f"{n}-{i}" for n in range(writers) for i in range(lines_each))
+
+
+def _strict_json(text: str) -> dict:
+    # json.loads alone accepts Infinity and NaN; a JSON reader elsewhere (jq, Go, JS) does not
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    ("value", "low", "high", "written"),
+    [
+        pytest.param(float("inf"), 0.0, 100.0, {"value": None, "min": 0, "max": 100}, id="infinite value"),
+        pytest.param(float("-inf"), 0.0, 100.0, {"value": None, "min": 0, "max": 100}, id="minus infinity"),
+        pytest.param(float("nan"), 0.0, 100.0, {"value": None, "min": 0, "max": 100}, id="not a number"),
+        pytest.param(1.5, float("-inf"), float("inf"), {"value": 1.5, "min": None, "max": None},
+                     id="infinite bounds"),
+        pytest.param(None, 0.0, None, {"value": None, "min": 0, "max": None}, id="unknown value stays null"),
+        pytest.param(42.0, 0.0, 100.0, {"value": 42, "min": 0, "max": 100}, id="finite values unchanged"),
+    ],
+)  # fmt: skip
+def test_non_finite_numbers_are_written_as_null(make_notifier, tmp_path, value, low, high, written) -> None:
+    path = tmp_path / "alerts.jsonl"
+    notification = note()
+    notification.metrics = [Metric("odd_value", value, "", {"k": "v"}, None, None, low, high)]
+
+    make_notifier(FileNotifier, path=str(path)).send(notification)
+
+    [line] = path.read_text().splitlines()
+    assert "Infinity" not in line and "NaN" not in line
+    [metric] = _strict_json(line)["metrics"]
+    assert {key: metric[key] for key in written} == written
+    assert (metric["name"], metric["labels"]) == ("odd_value", {"k": "v"})
