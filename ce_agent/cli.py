@@ -54,33 +54,39 @@ def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, validating=F
     from ce_agent.registry import Registry
 
     redactor = Redactor()
+    try:
+        parsed_vars = oneshot.parse_extra_vars(extra_vars or [])
+    except UserError as exc:
+        raise _fail([f"error: {exc}"]) from None
     selection = Selection(
         limit=limit,
         tags=_split_tags(tags),
         skip_tags=_split_tags(skip_tags),
-        extra_vars=oneshot.parse_extra_vars(extra_vars or []),
+        extra_vars=parsed_vars,
         check_schedules=validating,
         broken_plugins_run=not validating,
     )
     try:
         plan, problems = oneshot.load(list(playbooks), list(inventory or []), selection, Registry(), redactor)
     except oneshot.InvalidConfig as exc:
-        lines = [redactor.scrub(str(p)) for p in _unique(exc.problems.items)]
-        errors = len(exc.problems.errors)
-        raise _fail([*lines, f"{errors} error{'s' if errors != 1 else ''}; nothing was run"]) from None
-    for warning in _unique(problems.warnings):
-        typer.echo(redactor.scrub(str(warning)), err=True)
+        errors = exc.problems.lines(warnings=False)
+        lines = [redactor.scrub(line) for line in exc.problems.lines(warnings=True) + errors]
+        raise _fail([*lines, f"{len(errors)} error{'s' if len(errors) != 1 else ''}; nothing was run"]) from None
+    for warning in problems.lines(warnings=True):
+        typer.echo(redactor.scrub(warning), err=True)
+    if not plan.jobs:
+        typer.echo("warning: no task matched the hosts, --limit and --tags given; nothing was checked", err=True)
     return plan, redactor
 
 
-def _unique(items):  # type: ignore[no-untyped-def]
-    seen, out = set(), []
-    for item in items:
-        text = str(item)
-        if text not in seen:
-            seen.add(text)
-            out.append(item)
-    return out
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (cron's or systemd's kill) unwinds like Ctrl-C, so running commands are stopped."""
+    import signal
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @app.command()
@@ -102,7 +108,17 @@ def run(
     from ce_agent import oneshot, output
 
     plan, redactor = _load(playbooks, inventory, limit, tags, skip_tags, extra_vars)
-    report = oneshot.run(plan, redactor, forks=forks, check_mode=check)
+    if not plan.jobs:
+        raise typer.Exit(3)  # nothing checked is not OK: UNKNOWN, as Nagios says of a check that cannot tell
+    _interrupt_on_sigterm()
+    if output_format == "json":
+        import contextlib
+
+        # JSON owns stdout: the console notifier and any plugin's print() go to stderr meanwhile
+        with contextlib.redirect_stdout(sys.stderr):
+            report = oneshot.run(plan, redactor, forks=forks, check_mode=check)
+    else:
+        report = oneshot.run(plan, redactor, forks=forks, check_mode=check)
     if output_format == "json":
         text = output.as_json(report.outcomes, report.deliveries, report.worst)
     else:
@@ -149,7 +165,10 @@ def plugins_doc(
     from ce_agent import plugindoc
     from ce_agent.registry import Registry
 
-    typer.echo(plugindoc.document(Registry(), name))
+    try:
+        typer.echo(plugindoc.document(Registry(), name))
+    except UserError as exc:
+        raise _fail([f"error: {exc}"]) from None
 
 
 def _version(value: bool) -> None:

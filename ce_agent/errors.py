@@ -65,3 +65,12 @@ class Problems:
 
     def __bool__(self) -> bool:
         return bool(self.errors)
+
+    def lines(self, warnings: bool) -> list[str]:
+        """Errors (or warnings) once each, in file and line order, as printed."""
+        chosen = {str(p): p for p in self.items if p.warning == warnings}
+        return sorted(chosen, key=lambda text: _order(chosen[text].location))
+
+
+def _order(location: Location | None) -> tuple[str, int, int]:
+    return ("", 0, 0) if location is None else (location.file, location.line, location.col)

@@ -59,7 +59,11 @@ def parse_extra_vars(values: list[str]) -> dict[str, Any]:
         else:
             import shlex
 
-            for word in shlex.split(text):
+            try:
+                words = shlex.split(text)
+            except ValueError as exc:
+                raise UserError(f"-e {value!r}: {exc}") from None
+            for word in words:
                 key, sep, val = word.partition("=")
                 if not sep or not key.isidentifier():
                     raise UserError(f"-e {word!r}: expected NAME=VALUE, @FILE or a YAML mapping")
@@ -76,7 +80,7 @@ def load(
     environ: Mapping[str, str] | None = None,
 ) -> tuple[Plan, Problems]:
     """Everything loaded and validated; InvalidConfig when anything is wrong."""
-    templar = Templar(os.environ if environ is None else environ, redactor.add)
+    templar = Templar(os.environ if environ is None else environ, redactor.add_lookup)
     problems = Problems()
     plan = build_plan(playbooks, inventories, registry, templar, selection, problems)
     for job in plan.jobs:
@@ -91,7 +95,7 @@ def load(
 def run(plan: Plan, redactor: Redactor, forks: int = 10, check_mode: bool = False) -> Report:
     """Run every job once, then send (or, in check mode, only render) the notifications."""
     outcomes = execute(plan.jobs, forks=forks, scrub=redactor.scrub)
-    deliveries = plan_notifications(outcomes)
+    deliveries = plan_notifications(outcomes, redactor.scrub)
     if not check_mode:
-        send_all(deliveries, redactor.scrub)
+        send_all(deliveries, redactor.scrub, parallel=forks)
     return Report(outcomes, deliveries)

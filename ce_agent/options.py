@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,19 +69,60 @@ def convert_options(model: type[msgspec.Struct], raw: Mapping[str, Any]) -> tupl
     errors += [OptionError((), f"missing required option {name!r}") for name in missing]
     if errors:
         return None, errors
+    data: Any = dict(raw)
+    copied = False
+    for _ in range(_MAX_COERCIONS):
+        try:
+            # strict=False: "8080" from a template or -e becomes 8080, as Ansible coerces module arguments
+            return msgspec.convert(data, model, dec_hook=dec_hook, str_keys=True, strict=False), []
+        except TypeError as exc:  # a model msgspec rejects is the plugin's bug: report it, don't crash
+            return None, [OptionError((), f"the plugin's options model is invalid: {exc}")]
+        except msgspec.ValidationError as exc:
+            match = _AT.match(str(exc))
+            assert match is not None
+            path: tuple[str | int, ...] = tuple(
+                name or (int(index) if index.isdigit() else "[...]")
+                for name, index in _PATH_PART.findall(match["path"] or "")
+            )
+            # and a number where text is expected becomes text (`argv: [-p, "{{ port }}"]`, `env: {PORT: 80}`)
+            if _NUMBER_FOR_STR.match(match["msg"]):
+                if not copied:  # the playbook's own data is shared between hosts: change a copy
+                    data, copied = copy.deepcopy(data), True
+                if _stringify(data, path):
+                    continue
+            message = _friendly(match["msg"])
+            named = _NAMED.match(message) if not path else None
+            if named and named["name"] in raw:  # a __post_init__ check that names its option first
+                return None, [OptionError((named["name"],), message)]
+            return None, [OptionError(path, f"option {_dotted(path)}: {message}" if path else message)]
+    return None, [OptionError((), "too many numbers where text is expected")]
+
+
+_MAX_COERCIONS = 64
+_NAMED = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*): ")
+_NUMBER_FOR_STR = re.compile(r"^Expected `str[^`]*`, got `(int|float)`$")
+
+
+def _stringify(data: Any, path: tuple[str | int, ...]) -> bool:
+    """Turn the number at `path` into text in place; False when the path cannot be followed."""
+    *parents, last = path or ("",)
+    node = data
     try:
-        # strict=False: "8080" from a template or -e becomes 8080, as Ansible coerces module arguments
-        return msgspec.convert(dict(raw), model, dec_hook=dec_hook, str_keys=True, strict=False), []
-    except TypeError as exc:  # a model msgspec rejects is the plugin's bug: report it, don't crash
-        return None, [OptionError((), f"the plugin's options model is invalid: {exc}")]
-    except msgspec.ValidationError as exc:
-        match = _AT.match(str(exc))
-        assert match is not None
-        path: tuple[str | int, ...] = tuple(
-            name or (int(index) if index.isdigit() else "[...]") for name, index in _PATH_PART.findall(match["path"] or "")
-        )
-        message = _friendly(match["msg"])
-        return None, [OptionError(path, f"option {_dotted(path)}: {message}" if path else message)]
+        for part in parents:
+            node = node[part]
+        if last == "[...]":  # a dict value whose key msgspec does not name: every number in it
+            changed = False
+            for key, value in list(node.items()):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    node[key], changed = _number_text(value), True
+            return changed
+        value = node[last]
+    except (KeyError, IndexError, TypeError):
+        return False
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    node[last] = _number_text(value)
+    return True
 
 
 def _hint(name: str, valid: list[str]) -> str:

@@ -53,7 +53,7 @@ def as_json(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: 
             "status": o.result.status.name,
             "code": int(o.result.status),
             "summary": o.result.summary,
-            "details": o.result.details or None,
+            "details": o.result.details or o.trace or None,
             "duration_s": round(o.duration_s, 6),
             "metrics": [m.as_dict() for m in o.result.metrics],
         }
@@ -91,8 +91,9 @@ def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: 
         status = outcome.result.status.name
         name = job.name if len(job.name) <= name_width else job.name[: name_width - 1] + "…"
         lines.append(f"    {status:<9} {name:<{name_width}}  {outcome.result.summary}  ({outcome.duration_s:.2f}s)")
-        if verbose and outcome.result.details:
-            lines += [f"{'':14}{line}" for line in outcome.result.details.splitlines()]
+        long_output = outcome.result.details or outcome.trace
+        if verbose and long_output:
+            lines += [f"{'':14}{line}" for line in long_output.splitlines()]
         if verbose:
             for metric in outcome.result.metrics:
                 lines.append(f"{'':14}{metric.name} = {number(metric.value)}{metric.unit}")

@@ -13,7 +13,7 @@ from ce_agent.config.playbook import Play, Task, load_playbook
 from ce_agent.config.templating import Templar, TemplateError, VarScope, has_template
 from ce_agent.config.yamlfile import LocDict, LocList
 from ce_agent.contracts import TaskContext
-from ce_agent.durations import parse_duration
+from ce_agent.durations import parse_timeout
 from ce_agent.errors import Location, Problems
 from ce_agent.options import convert_options
 from ce_agent.registry import PluginLoadError, Registry
@@ -57,7 +57,8 @@ class Selection:
     tags: set[str] = field(default_factory=set)
     skip_tags: set[str] = field(default_factory=set)
     extra_vars: dict[str, Any] = field(default_factory=dict)
-    check_schedules: bool = False  # `validate` checks cron syntax; `run` never uses schedules
+    # `validate` checks more at a cost `run` should not pay: cron syntax (croniter), Apprise URLs (apprise)
+    check_schedules: bool = False
     # `run`: a plugin that is installed but fails to import makes its tasks UNKNOWN, and only those
     broken_plugins_run: bool = False
 
@@ -111,6 +112,28 @@ def build_plan(
     return Plan(jobs, inventory, plays)
 
 
+def selected_by_tags(tags: set[str], only: set[str], skip: set[str]) -> bool:
+    """Ansible's tag rules: `always` runs unless skipped by name, `never` only when named; the special
+    selectors `all` (the default), `tagged` and `untagged` work in --tags and --skip-tags."""
+    only = only or {"all"}
+    if "always" in tags:
+        run = True
+    elif "never" in tags:
+        run = bool(only & (tags - {"never"})) or "never" in only
+    else:
+        run = bool(
+            "all" in only
+            or ("tagged" in only and tags)
+            or ("untagged" in only and not tags)
+            or only & tags
+        )
+    if not run or not skip:
+        return run
+    if "always" in tags and "always" not in skip:
+        return True
+    return not ("all" in skip or skip & tags or ("tagged" in skip and tags) or ("untagged" in skip and not tags))
+
+
 def _check_schedules(plays: list[Play], problems: Problems) -> None:
     from ce_agent.schedules import cron_error
 
@@ -128,14 +151,13 @@ def _load_plugins(plays: list[Play], registry: Registry, problems: Problems) -> 
         for task in play.tasks:
             wanted[task.kind].add(task.plugin)
     for kind, names in wanted.items():
-        duplicates = registry.duplicates(kind) if names else {}
-        for name in sorted(names):
-            if name in duplicates:
-                problems.add(None, f"{kind} plugin {name!r} is provided more than once: {'; '.join(duplicates[name])}")
         registry.load(kind, names)
 
 
 def _plugin_error(registry: Registry, kind: str, name: str) -> str:
+    duplicates = registry.duplicates(kind).get(name)
+    if duplicates:
+        return f"{kind} plugin {name!r} is provided more than once: {'; '.join(duplicates)}"
     if not registry.has(kind, name):
         other = "collector" if kind == "check" else "check"
         if registry.has(other, name):
@@ -162,7 +184,6 @@ class _Builder:
         self.selection = selection
         self.problems = problems
         self._host_vars: dict[str, dict[str, Any]] = {}
-        self._channels: dict[tuple[str, str], Channel | None] = {}
         self._plugin_errors: dict[tuple[str, str], str] = {}
 
     def _vars(self, host: str) -> dict[str, Any]:
@@ -171,14 +192,7 @@ class _Builder:
         return self._host_vars[host]
 
     def _selected(self, play: Play, task: Task) -> bool:
-        tags = set(task.tags) | set(play.tags)
-        if self.selection.skip_tags & tags:
-            return False
-        if "never" in tags and not (self.selection.tags & tags):
-            return False
-        if self.selection.tags and not ("always" in tags or self.selection.tags & tags):
-            return False
-        return True
+        return selected_by_tags(set(task.tags) | set(play.tags), self.selection.tags, self.selection.skip_tags)
 
     def jobs_for(self, play: Play, host: str) -> list[Job]:
         play_scope = self.templar.scope([self._vars(host), play.vars, self.selection.extra_vars])
@@ -190,7 +204,11 @@ class _Builder:
             if key not in self._plugin_errors:
                 self._plugin_errors[key] = _plugin_error(self.registry, task.kind, task.plugin)
             if self._plugin_errors[key]:
-                if self.selection.broken_plugins_run and self.registry.has(task.kind, task.plugin):
+                if (
+                    self.selection.broken_plugins_run
+                    and self.registry.has(task.kind, task.plugin)
+                    and task.plugin not in self.registry.duplicates(task.kind)
+                ):
                     self.problems.warn(task.plugin_loc, self._plugin_errors[key])
                     jobs.append(self._broken_job(play, host, task, self._plugin_errors[key]))
                 else:
@@ -242,9 +260,9 @@ class _Builder:
                 self.problems.add(loc, f"{task.plugin}: {error.message}")
             ok &= not errors
         timeout, good = self._render(task.timeout, scope, task.key_locs.get("timeout"), "timeout")
-        if good and not isinstance(timeout, float):
+        if good and has_template(task.timeout):
             try:
-                timeout = parse_duration(timeout)
+                timeout = parse_timeout(timeout)
             except ValueError as exc:
                 self.problems.add(task.key_locs.get("timeout"), f"'timeout': {exc}")
                 good = False
@@ -255,7 +273,7 @@ class _Builder:
         ok &= good
         channels = []
         for channel_name, loc in zip(task.notify, task.notify_locs):
-            channel = self._channel(host, channel_name, loc, scope)
+            channel = self._resolve_channel(host, channel_name, loc, scope)
             if channel is None:
                 ok = False
             else:
@@ -278,16 +296,9 @@ class _Builder:
             severity=severity,
         )
 
-    def _channel(self, host: str, name: str, loc: Location | None, scope: VarScope) -> Channel | None:
-        key = (host, name)
-        if key in self._channels:
-            return self._channels[key]
-        channel = self._resolve_channel(host, name, loc, scope)
-        self._channels[key] = channel
-        return channel
-
     def _resolve_channel(self, host: str, name: str, loc: Location | None, scope: VarScope) -> Channel | None:
-        channels = self._vars(host).get("channels") or {}
+        # play and task vars may override `channels` like any variable, so it is read from the scope
+        channels = scope.raw("channels") or {}
         if not isinstance(channels, Mapping):
             self.problems.add(getattr(channels, "loc", loc), "'channels' must be a mapping of channel names")
             return None
@@ -326,11 +337,17 @@ class _Builder:
             self.problems.add(spec_loc, f"channel {name!r}: options of {notifier!r} must be a mapping")
             return None
         converted, errors = convert_options(plugin.Options, options)
+        raw_options = _channel_spec(channels[name])[1]
         for error in errors:
             # the message names the option, never its value: channel options hold secrets
-            self.problems.add(spec_loc, f"channel {name!r}: {notifier}: {error.message.split(': got')[0]}")
+            where = _option_loc(raw_options, error.path, spec_loc, error.at_key)
+            self.problems.add(where, f"channel {name!r}: {notifier}: {error.message.split(', got')[0]}")
         if errors:
             return None
+        config_problems = getattr(plugin, "config_problems", None)
+        if self.selection.check_schedules and config_problems is not None:
+            for problem in config_problems(converted):
+                self.problems.add(spec_loc, f"channel {name!r}: {problem}")
         return Channel(name=name, notifier=notifier, plugin=plugin, options=converted)
 
 

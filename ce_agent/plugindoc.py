@@ -52,7 +52,7 @@ def listing_text(rows: list[Row]) -> str:
     lines = [f"{'KIND':<10} {'NAME':<{width}}  {'DISTRIBUTION':<{dist_width}}  DESCRIPTION OR LOAD ERROR"]
     for r in rows:
         dist = f"{r.distribution} {r.version}"
-        detail = r.description if r.status == "ok" else r.status.upper() if r.status.startswith("error") else r.status
+        detail = r.description if r.status == "ok" else r.status
         lines.append(f"{r.kind:<10} {r.name:<{width}}  {dist:<{dist_width}}  {detail}")
     return "\n".join(lines)
 
@@ -64,7 +64,9 @@ def listing_json(rows: list[Row]) -> str:
 def document(registry: Registry, name: str) -> str:
     """ansible-doc for one plugin; UserError when there is no such plugin or it cannot load."""
     kind_hint, _, bare = name.rpartition("/")
-    kinds = [kind_hint] if kind_hint in KINDS else list(KINDS)
+    if kind_hint and kind_hint not in KINDS:
+        raise UserError(f"{name!r}: the kind before '/' must be one of {', '.join(KINDS)}")
+    kinds = [kind_hint] if kind_hint else list(KINDS)
     found = [k for k in kinds if registry.has(k, bare)]
     if not found:
         hints = {h for k in kinds if (h := registry.suggest(k, bare))}
@@ -72,6 +74,9 @@ def document(registry: Registry, name: str) -> str:
         raise UserError(f"no plugin named {bare!r}{hint} (see 'ce-agent plugins list')")
     sections = []
     for kind in found:
+        duplicates = registry.duplicates(kind).get(bare)
+        if duplicates:
+            raise UserError(f"{kind} plugin {bare!r} is provided more than once: {'; '.join(duplicates)}")
         try:
             plugin = registry.get(kind, bare)
         except PluginLoadError as exc:

@@ -161,6 +161,20 @@ class Redactor:
             # A new set, not an update in place: another thread may be scrubbing with the old one.
             self._secrets = self._secrets | _variants(secret)
 
+    def add_lookup(self, value: str) -> None:
+        """A value read by `{{ env.X }}` or `{{ file(P) }}`: secret unless it is a short number.
+
+        Short numbers (ports, counts, thresholds: under 8 digits) are left readable, or every `80`
+        in a report would be masked. A value pasted into a URL unencoded is split by the URL's
+        delimiters, so each piece is masked too."""
+        text = value.strip()
+        if not text or (text.isdigit() and len(text) < 8):
+            return
+        self.add(value)
+        for piece in re.split(r"[/?@:#&=]", text):
+            if len(piece) >= _SHORT and piece != text:
+                self.add(piece)
+
     def add_url(self, url: str) -> None:
         """Register the credentials of an Apprise (or plain) URL: password, tokens in host, path and query."""
         parts = _split(url)

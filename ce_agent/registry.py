@@ -37,6 +37,7 @@ class Registry:
     def __init__(self) -> None:
         self._entry_points: dict[str, list[Any]] = {}
         self._loaded: dict[tuple[str, str], _Loaded] = {}
+        self._duplicates: dict[str, dict[str, list[str]]] = {}
 
     def _eps(self, kind: str) -> list[Any]:
         if kind not in self._entry_points:
@@ -58,6 +59,11 @@ class Registry:
 
     def duplicates(self, kind: str) -> dict[str, list[str]]:
         """Names provided by more than one entry point, with each provider's distribution."""
+        if kind not in self._duplicates:
+            self._duplicates[kind] = self._find_duplicates(kind)
+        return self._duplicates[kind]
+
+    def _find_duplicates(self, kind: str) -> dict[str, list[str]]:
         targets: dict[str, set[str]] = {}
         for ep in self._eps(kind):
             targets.setdefault(ep.name, set()).add(ep.value)

@@ -6,7 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ce_agent.contracts import Metric, Result, Status
@@ -24,6 +24,7 @@ class Outcome:
     duration_s: float
     samples: list[Metric] = field(default_factory=list)
     timed_out: bool = False
+    trace: str = ""  # the traceback when the plugin raised: for -v and JSON, never for notifications
 
 
 def run_job(job: Any) -> tuple[Result, list[Metric]]:
@@ -41,16 +42,23 @@ def run_job(job: Any) -> tuple[Result, list[Metric]]:
     return result, []
 
 
-def _error_result(exc: BaseException, scrub: Scrub) -> Result:
+def _error_result(exc: BaseException, scrub: Scrub) -> tuple[Result, str]:
     import traceback
 
     message = str(exc) or type(exc).__name__
     if isinstance(exc, RecursionError):
         message = "maximum recursion depth exceeded"
     first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-    # the traceback goes to the long output (`-v`, JSON `details`): plugin authors need it, users don't
     trace = "".join(traceback.format_exception(exc, limit=-8))
-    return Result(Status.UNKNOWN, scrub(f"{type(exc).__name__}: {first_line}"), details=scrub(trace))
+    return Result(Status.UNKNOWN, scrub(f"{type(exc).__name__}: {first_line}")), scrub(trace)
+
+
+def _scrubbed(result: Result, scrub: Scrub) -> Result:
+    """The result with every text a plugin chose scrubbed: summary, long output, metric labels."""
+    metrics = [
+        replace(m, labels={k: scrub(str(v)) for k, v in m.labels.items()}) if m.labels else m for m in result.metrics
+    ]
+    return Result(result.status, scrub(result.summary), metrics, scrub(result.details))
 
 
 def execute(
@@ -65,42 +73,57 @@ def execute(
     `cancel()` is called (a command kills its process group), and its slot is given to the next job;
     the thread itself is abandoned, since Python cannot kill it, and never waited for."""
     outcomes: list[Outcome | None] = [None] * len(jobs)
-    done: queue.SimpleQueue[tuple[int, Result, list[Metric], float]] = queue.SimpleQueue()
+    done: queue.SimpleQueue[tuple[int, Result, list[Metric], float, str]] = queue.SimpleQueue()
     running: dict[int, tuple[float, float]] = {}  # index -> (started, deadline)
     next_index = 0
 
     def worker(index: int, job: Any, started: float) -> None:
+        trace = ""
         try:
             result, samples = run_job(job)
-            result = Result(result.status, scrub(result.summary), result.metrics, scrub(result.details))
+            result = _scrubbed(result, scrub)
         except BaseException as exc:  # noqa: BLE001 - a plugin's failure, whatever it is, is its result
-            result, samples = _error_result(exc, scrub), []
-        done.put((index, result, samples, clock() - started))
+            (result, trace), samples = _error_result(exc, scrub), []
+        done.put((index, result, samples, clock() - started, trace))
 
-    while next_index < len(jobs) or running:
-        while next_index < len(jobs) and len(running) < max(1, forks):
-            job = jobs[next_index]
-            started = clock()
-            running[next_index] = (started, started + job.context.timeout)
-            threading.Thread(
-                target=worker, args=(next_index, job, started), name=f"job-{job.name}", daemon=True
-            ).start()
-            next_index += 1
-        wait = max(0.0, min(deadline for _, deadline in running.values()) - clock())
-        try:
-            index, result, samples, duration = done.get(timeout=wait)
-        except queue.Empty:
-            index = -1
-        if index in running:
-            del running[index]
-            outcomes[index] = Outcome(jobs[index], result, duration, samples)
-        now = clock()
-        for late in [i for i, (_, deadline) in running.items() if deadline <= now]:
-            started, _ = running.pop(late)
-            job = jobs[late]
-            _cancel(job)
-            timeout = format_duration(job.context.timeout)
-            outcomes[late] = Outcome(job, Result(Status.UNKNOWN, f"timed out after {timeout}"), now - started, timed_out=True)
+    def finished(item: tuple[int, Result, list[Metric], float, str]) -> None:
+        index, result, samples, duration, trace = item
+        if running.pop(index, None) is not None:  # else it was reported as timed out already
+            outcomes[index] = Outcome(jobs[index], result, duration, samples, trace=trace)
+
+    try:
+        while next_index < len(jobs) or running:
+            while next_index < len(jobs) and len(running) < max(1, forks):
+                job = jobs[next_index]
+                started = clock()
+                running[next_index] = (started, started + job.context.timeout)
+                threading.Thread(
+                    target=worker, args=(next_index, job, started), name=f"job-{job.name}", daemon=True
+                ).start()
+                next_index += 1
+            wait = max(0.0, min(deadline for _, deadline in running.values()) - clock())
+            try:
+                finished(done.get(timeout=wait))
+            except queue.Empty:
+                pass
+            while True:  # what finished meanwhile is a result, not a timeout
+                try:
+                    finished(done.get_nowait())
+                except queue.Empty:
+                    break
+            now = clock()
+            for late in [i for i, (_, deadline) in running.items() if deadline <= now]:
+                started, _ = running.pop(late)
+                job = jobs[late]
+                _cancel(job)
+                timeout = format_duration(job.context.timeout)
+                outcomes[late] = Outcome(
+                    job, Result(Status.UNKNOWN, f"timed out after {timeout}"), now - started, timed_out=True
+                )
+    finally:
+        # Interrupted (Ctrl-C, SIGTERM): what still runs is stopped, so no command outlives the run.
+        for index in running:
+            _cancel(jobs[index])
     return [o for o in outcomes if o is not None]
 
 

@@ -122,7 +122,7 @@ def test_duplicate_names_are_an_error(agent: Agent, tmp_path_factory: pytest.Tem
     agent.write("site.yml", "- hosts: localhost\n  checks:\n    - fixed: {}\n")
     ran = agent("run", "site.yml")
     assert ran.code == 2
-    assert "check plugin 'fixed' is provided more than once: ce-agent-dupe 0.0.1" in ran.err, ran.err
+    assert "site.yml:3:7: check plugin 'fixed' is provided more than once: ce-agent-dupe 0.0.1" in ran.err, ran.err
     assert "ce-agent-testplugins 1.2.3" in ran.err
     listing = agent("plugins", "list", "--format", "json").json()["plugins"]
     assert [r["status"][:40] for r in listing if r["name"] == "fixed"] == ["error: name provided more than once: ce-"] * 2

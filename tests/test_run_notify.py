@@ -121,3 +121,62 @@ def test_a_down_channel_never_shows_its_password(agent: Agent, dead_port: int, w
     assert [n["channel"] for n in notes] == ["down", "envsecret", "bad"]
     assert [n["sent"] for n in notes] == [False, False, False]
     assert all(n["error"] for n in notes)
+
+
+def test_a_secret_in_a_metric_label_reaches_no_channel(agent: Agent, webhook: Webhook, tmp_path) -> None:
+    """The http check labels its metrics with the URL; a token templated into it is masked everywhere."""
+    agent.write("inventory.yml", "all:\n  vars:\n    channels:\n      log: {file: {path: alerts.jsonl}}\n"
+                "      screen: {console: {}}\n  hosts:\n    localhost: {}\n")
+    agent.write("site.yml", f"""\
+        - hosts: localhost
+          checks:
+            - name: Token page
+              http: {{url: "{webhook.url(scheme='http', path='/nope')}?token={{{{ env.API_TOKEN }}}}", expect_status: 200}}
+              notify: [log, screen]
+        """)
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "-v", env={"API_TOKEN": "CANARYTOKEN987"})
+    assert ran.code == 2, ran.err
+    written = (tmp_path / "alerts.jsonl").read_text()
+    assert "token=****" in written
+    for text in (ran.out, ran.err, written):
+        assert "CANARYTOKEN987" not in text
+
+
+def test_json_output_stays_json_when_the_console_channel_prints(agent: Agent) -> None:
+    setup(agent, {"screen": "{console: {}}"}, notify="[screen]")
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "--format", "json")
+    assert ran.code == 2
+    assert ran.json()["notifications"][0]["sent"] is True
+    assert "[CRITICAL] Root disk on web1" in ran.err  # the console notifier's output went to stderr
+
+
+def test_channels_follow_play_and_task_vars(agent: Agent, webhook: Webhook) -> None:
+    agent.write("inventory.yml", "all:\n  vars:\n    channels:\n"
+                f"      team: \"{webhook.url(path='/')}{{{{ team }}}}\"\n  hosts:\n    localhost: {{}}\n")
+    agent.write("site.yml", """\
+        - name: A
+          hosts: localhost
+          vars: {team: alpha}
+          checks:
+            - {name: a, fixed: {status: WARNING}, notify: [team]}
+            - {name: g, fixed: {status: WARNING}, notify: [team], vars: {team: gamma}}
+        - name: B
+          hosts: localhost
+          vars: {team: beta}
+          checks:
+            - {name: b, fixed: {status: WARNING}, notify: [team]}
+        """)
+    ran = agent("run", "site.yml", "-i", "inventory.yml")
+    assert ran.code == 1, ran.err
+    assert sorted(r.path for r in webhook.requests) == ["/alpha", "/beta", "/gamma"]
+
+
+def test_a_plugin_traceback_is_not_sent(agent: Agent, webhook: Webhook) -> None:
+    agent.write("inventory.yml", f"all:\n  vars:\n    channels:\n      hook: \"{webhook.url()}\"\n  hosts:\n    localhost: {{}}\n")
+    agent.write("site.yml", "- hosts: localhost\n  checks:\n    - {name: r, raises: {message: kaputt}, notify: [hook]}\n")
+    ran = agent("run", "site.yml", "-i", "inventory.yml", "-v")
+    assert ran.code == 3
+    assert "Traceback" in ran.out  # -v shows it to the operator
+    (request,) = webhook.requests
+    assert "RuntimeError: kaputt" in request.json()["message"]
+    assert "Traceback" not in request.json()["message"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ce_agent.config.yamlfile import LocDict, LocList, load_yaml
-from ce_agent.durations import parse_duration
+from ce_agent.durations import parse_interval, parse_timeout
 from ce_agent.errors import Location, Problems, UserError
 
 PLAY_KEYS = ("name", "hosts", "vars", "checks", "collectors", "tags", "alerts", "slos")
@@ -91,9 +92,11 @@ def _read_play(raw: Any, loc: Location | None, problems: Problems, file: str) ->
             problems.warn(raw.key_loc(key), f"'{key}' in a play is read but not evaluated by this version")
     name = _string(raw, "name", problems) or ""
     hosts = _string(raw, "hosts", problems)
-    if hosts is None:
+    if hosts is None or not hosts.strip():
         if "hosts" not in raw:
             problems.add(raw.loc, f"play {name or '(unnamed)'!r} has no 'hosts' (a host, a group, 'all' or a pattern)")
+        elif hosts is not None or raw.get("hosts") is None:
+            problems.add(raw.value_loc("hosts"), "'hosts' is empty: name a host, a group, 'all' or a pattern")
         hosts = ""
     play = Play(name=name or hosts, hosts=hosts, loc=raw.loc, hosts_loc=raw.value_loc("hosts"), file=file)
     play.vars = _mapping(raw, "vars", problems)
@@ -118,7 +121,16 @@ def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) ->
     if not isinstance(raw, LocDict):
         problems.add(loc, f"a {kind} must be a mapping such as '- name: Root disk' with 'disk: {{path: /}}' below it")
         return None
+    for key in raw:
+        if not isinstance(key, str):
+            problems.add(raw.key_loc(key), f"{key!r} is not a plugin name: a task's keys are names such as 'disk' or 'timeout'")
+            return None
     plugin_keys = [k for k in raw if k not in TASK_KEYS]
+    typos = [(k, close[0]) for k in plugin_keys if (close := difflib.get_close_matches(k, TASK_KEYS, n=1, cutoff=0.75))]
+    if len(plugin_keys) > 1 and typos:
+        for key, close in typos:
+            problems.add(raw.key_loc(key), f"unknown task key {key!r} (did you mean {close!r}?)")
+        return None
     if not plugin_keys:
         problems.add(raw.loc, f"this {kind} names no plugin: add a key such as 'disk: {{path: /}}' (task keys are {', '.join(TASK_KEYS)})")
         return None
@@ -128,7 +140,7 @@ def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) ->
             f"a {kind} names one plugin, this one names {len(plugin_keys)}: {', '.join(map(str, plugin_keys))}",
         )
         return None
-    plugin = str(plugin_keys[0])
+    plugin = plugin_keys[0]
     name = raw.get("name")
     if name is not None and not isinstance(name, str):
         problems.add(raw.value_loc("name"), "'name' must be a string")
@@ -146,18 +158,17 @@ def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) ->
     task.schedule = _string(raw, "schedule", problems)
     if "interval" in raw:
         try:
-            task.interval = parse_duration(raw["interval"])
+            task.interval = parse_interval(raw["interval"])
         except ValueError as exc:
             problems.add(raw.value_loc("interval"), f"'interval': {exc}")
     if "timeout" in raw:
         task.timeout = raw["timeout"]
         if not _is_template(raw["timeout"]):
             try:
-                task.timeout = parse_duration(raw["timeout"])
-                if task.timeout <= 0:
-                    raise ValueError("a timeout must be more than 0")
+                task.timeout = parse_timeout(raw["timeout"])
             except ValueError as exc:
                 problems.add(raw.value_loc("timeout"), f"'timeout': {exc}")
+                task.timeout = DEFAULT_TIMEOUT  # reported; the rest of the task is still checked
     if "retries" in raw:
         retries = raw["retries"]
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
@@ -184,9 +195,20 @@ def _string(raw: LocDict, key: str, problems: Problems) -> str | None:
     if value is None:
         return None
     if isinstance(value, (dict, list)) or isinstance(value, bool):
-        problems.add(raw.value_loc(key), f"'{key}' must be a string, got {type(value).__name__}")
+        problems.add(raw.value_loc(key), f"'{key}' must be a string, got {_kind(value)}")
         return None
     return str(value)
+
+
+def _kind(value: Any) -> str:
+    """What a YAML value is, in YAML's words."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    return type(value).__name__
 
 
 def _string_list(raw: LocDict, key: str, problems: Problems) -> tuple[list[str], list[Location | None]]:

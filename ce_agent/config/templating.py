@@ -9,7 +9,7 @@ from typing import Any
 
 _MARKERS = ("{{", "{%", "{#")
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
-_ENV_MISSING = re.compile(r"'?(?:\S+\.)?EnvironmentVariables object'? has no attribute '([^']+)'")
+_ENV_MISSING = re.compile(r"EnvironmentVariables object'? has no (?:attribute|element) '([^']+)'")
 MAX_FILE_BYTES = 64 * 1024
 
 
@@ -27,17 +27,40 @@ def has_template(value: Any) -> bool:
     return False
 
 
-class EnvironmentVariables(dict):
-    """`{{ env.NAME }}`: the process environment; every value read is reported as a secret."""
+class EnvironmentVariables:
+    """`{{ env.NAME }}`: one environment variable at a time; every value read is reported as a secret.
+
+    Not a dict on purpose: nothing in a template can list the environment or read it unreported."""
 
     def __init__(self, environ: Mapping[str, str], on_secret: Callable[[str], None]) -> None:
-        super().__init__(environ)
+        self._environ = environ
         self._on_secret = on_secret
 
-    def __getitem__(self, key: str) -> str:
-        value = super().__getitem__(key)
+    def __getitem__(self, name: str) -> str:
+        value = self._environ[name]
         self._on_secret(value)
         return value
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._environ
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self[name] if name in self._environ else default
+
+
+def _urlquote(value: object) -> str:
+    """`{{ env.PASSWORD | urlquote }}`: percent-encode everything, `/` included, for URL user-info."""
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")
 
 
 class Templar:
@@ -59,6 +82,7 @@ class Templar:
             env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
             env.globals["env"] = EnvironmentVariables(self._environ, self._on_secret)
             env.globals["file"] = self._read_file
+            env.filters["urlquote"] = _urlquote
             self._env = env
         return self._env
 
@@ -169,6 +193,10 @@ class VarScope(Mapping[str, Any]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._raw
+
+    def raw(self, name: str, default: Any = None) -> Any:
+        """The value as written, templates not rendered (to render only the part that is needed)."""
+        return self._raw.get(name, default)
 
     def __iter__(self) -> Any:
         return iter(self._raw)

@@ -122,7 +122,7 @@ def read_text(path: Path, what: str = "file") -> str:
     name = str(path)
     try:
         if path.is_dir():
-            raise UserError(f"is a directory, expected a {what}", Location(name))
+            raise UserError(f"is a directory, expected {_a(what)}", Location(name))
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise UserError(f"{what} is {size} bytes, larger than the limit of {MAX_BYTES}", Location(name))
@@ -135,12 +135,16 @@ def read_text(path: Path, what: str = "file") -> str:
     except OSError as exc:
         raise UserError(f"cannot read the {what}: {exc.strerror or exc}", Location(name)) from None
     if b"\x00" in raw:
-        raise UserError(f"not a text file (binary data): expected a YAML {what}", Location(name))
+        raise UserError(f"not a text file (binary data): expected {_a('YAML ' + what)}", Location(name))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise UserError("not UTF-8 text", Location(name, line, 1)) from None
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def load_yaml(path: Path, what: str = "file") -> Any:

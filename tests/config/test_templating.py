@@ -51,6 +51,7 @@ def test_render(value: object, expected: object) -> None:
         pytest.param("{{ port", "template syntax error", id="syntax error"),
         pytest.param("{{ ''.__class__.__mro__ }}", "not allowed in a template", id="sandbox"),
         pytest.param("{{ env.NOT_SET_ANYWHERE }}", "environment variable NOT_SET_ANYWHERE is not set", id="missing env"),
+        pytest.param("{{ env['NOT_SET_ANYWHERE'] }}", "environment variable NOT_SET_ANYWHERE is not set", id="missing env item"),
         pytest.param("{{ file('/nonexistent/x') }}", "file('/nonexistent/x'): No such file or directory", id="missing file"),
         pytest.param("{{ 1 / 0 }}", "template error: ZeroDivisionError", id="a failing expression"),
     ],
@@ -59,6 +60,40 @@ def test_errors(value: str, message: str) -> None:
     with pytest.raises(TemplateError) as caught:
         render(value)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("{{ env.PW }}", id="attribute"),
+        pytest.param("{{ env['PW'] }}", id="item"),
+        pytest.param("{{ env.get('PW') }}", id="get"),
+        pytest.param("{{ env.PW | urlquote }}", id="url-quoted"),
+    ],
+)
+def test_every_way_to_read_env_reports_the_secret(template: str) -> None:
+    from ce_agent.redact import Redactor
+
+    redactor = Redactor()
+    templar = Templar({"PW": "CA:NA@RY/AT99"}, redactor.add_lookup)
+    value = templar.render(f"json://u:{template}@127.0.0.1/", templar.scope([{}]))
+    assert redactor.scrub(str(value)) == "json://u:****@127.0.0.1/"
+    for piece in ("RY/AT99", "AT99@127", "CA:NA"):  # also when a URL parser splits the unencoded value
+        assert "AT99" not in redactor.scrub(piece) and "NA@RY" not in redactor.scrub(piece)
+
+
+def test_env_cannot_be_listed() -> None:
+    with pytest.raises(TemplateError):
+        render("{{ env.items() | list }}", {"PW": "x"})
+
+
+def test_short_numbers_from_env_stay_readable() -> None:
+    from ce_agent.redact import Redactor
+
+    redactor = Redactor()
+    templar = Templar({"PORT": "8080", "PIN": "123456789"}, redactor.add_lookup)
+    value = templar.render("{{ env.PORT }}/{{ env.PIN }}", templar.scope([{}]))
+    assert redactor.scrub(value) == "8080/****"
 
 
 def test_env_and_file_values_are_reported_as_secrets(tmp_path: Path) -> None:

@@ -195,6 +195,103 @@ def validate(tmp_path: Path, playbook: str, *args: str, env: dict[str, str] | No
             "site.yml:3:16: command options: environment variable CE_TEST_SURELY_UNSET is not set",
             id="missing environment variable",
         ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - 5: {}
+            """,
+            "site.yml:3:7: 5 is not a plugin name",
+            id="a number as plugin key",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  timout: 5s
+            """,
+            "site.yml:4:7: unknown task key 'timout' (did you mean 'timeout'?)",
+            id="a typo in a task key",
+        ),
+        pytest.param(
+            """\
+            - hosts: [localhost]
+              checks:
+                - disk: {}
+            """,
+            "site.yml:1:10: 'hosts' must be a string, got a list",
+            id="hosts as a list",
+        ),
+        pytest.param(
+            """\
+            - hosts: ""
+              checks:
+                - disk: {}
+            """,
+            "site.yml:1:10: 'hosts' is empty",
+            id="empty hosts",
+        ),
+        pytest.param(
+            """\
+            - hosts: ~
+              checks:
+                - disk: {}
+            """,
+            "site.yml:1:10: 'hosts' is empty",
+            id="null hosts",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  timeout: .inf
+            """,
+            "site.yml:4:16: 'timeout': expected a finite duration, got inf",
+            id="infinite timeout",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  timeout: .nan
+            """,
+            "site.yml:4:16: 'timeout': expected a finite duration, got nan",
+            id="NaN timeout",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  timeout: 1000000d
+            """,
+            "site.yml:4:16: 'timeout': a timeout must be at most 1d, got '1000000d'",
+            id="huge timeout",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              vars: {t: 0}
+              checks:
+                - disk: {}
+                  timeout: "{{ t }}"
+            """,
+            "site.yml:5:16: 'timeout': a timeout must be more than 0, got 0",
+            id="templated zero timeout",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  interval: 0s
+            """,
+            "site.yml:4:17: 'interval': an interval must be at least 1s, got '0s'",
+            id="zero interval",
+        ),
     ],
 )
 def test_one_error_one_line(tmp_path: Path, playbook: str, expected: str) -> None:
@@ -292,3 +389,36 @@ def test_secret_in_a_bad_channel_is_not_printed(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "unknown option 'bogus'" in result.output
     assert "Canary-Sekr3t-77" not in result.output
+
+
+def test_bad_extra_vars_quote(tmp_path: Path) -> None:
+    code, output = validate(tmp_path, "- hosts: localhost\n  checks:\n    - disk: {}\n", "-e", "a='oops")
+    assert code == 2
+    assert "No closing quotation" in output and "Traceback" not in output
+
+
+def test_numbers_become_text_where_text_is_expected(tmp_path: Path) -> None:
+    code, output = validate(
+        tmp_path,
+        """\
+        - hosts: localhost
+          vars: {port: 8080}
+          checks:
+            - command: {argv: [check_http, -p, "{{ port }}", -t, 10], env: {PORT: 8080}}
+        """,
+    )
+    assert code == 0, output
+
+
+def test_one_error_on_many_hosts_is_one_line(tmp_path: Path) -> None:
+    code, output = validate(
+        tmp_path,
+        """\
+        - hosts: all
+          checks:
+            - disk: {pth: /}
+        """,
+    )
+    assert code == 2
+    lines = output.strip().splitlines()
+    assert len(lines) == 2 and lines[-1] == "1 error; nothing was run", output
