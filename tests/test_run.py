@@ -247,5 +247,73 @@ def test_without_an_inventory_only_implicit_localhost_exists(agent: Agent) -> No
     assert ran.json()["results"][0]["host"] == "localhost"
     agent.write("site.yml", "- hosts: all\n  checks:\n    - fixed: {}\n")
     ran = agent("run", "site.yml")
-    assert ran.code == 0  # as in Ansible, the implicit localhost is not part of 'all'
+    assert ran.code == 3  # as in Ansible, the implicit localhost is not part of 'all'; nothing checked is UNKNOWN
     assert "site.yml:1:10: warning: hosts 'all' matches no hosts; play 'all' is skipped" in ran.err
+    assert "warning: no task matched the hosts, --limit and --tags given; nothing was checked" in ran.err
+
+
+@pytest.mark.parametrize(
+    "tags, only, skip, expected",
+    [
+        pytest.param(set(), set(), set(), True, id="no selection runs everything"),
+        pytest.param({"disk"}, {"disk"}, set(), True, id="a named tag"),
+        pytest.param({"disk"}, {"net"}, set(), False, id="another tag"),
+        pytest.param(set(), {"all"}, set(), True, id="all"),
+        pytest.param({"never"}, set(), set(), False, id="never is off by default"),
+        pytest.param({"never", "debug"}, {"debug"}, set(), True, id="never runs when another of its tags is named"),
+        pytest.param({"always"}, {"disk"}, set(), True, id="always runs whatever is selected"),
+        pytest.param({"always"}, set(), {"always"}, False, id="always skipped by name"),
+        pytest.param({"always"}, set(), {"all"}, True, id="always survives --skip-tags all"),
+        pytest.param({"disk"}, {"tagged"}, set(), True, id="tagged selects tasks with tags"),
+        pytest.param(set(), {"tagged"}, set(), False, id="tagged leaves out untagged tasks"),
+        pytest.param(set(), {"untagged"}, set(), True, id="untagged selects tasks without tags"),
+        pytest.param({"disk"}, {"untagged"}, set(), False, id="untagged leaves out tagged tasks"),
+        pytest.param({"disk"}, set(), {"tagged"}, False, id="skip tagged"),
+        pytest.param(set(), set(), {"untagged"}, False, id="skip untagged"),
+        pytest.param({"disk"}, set(), {"disk"}, False, id="skip a named tag"),
+    ],
+)
+def test_tag_selection_follows_ansible(tags: set[str], only: set[str], skip: set[str], expected: bool) -> None:
+    from ce_agent.plan import selected_by_tags
+
+    assert selected_by_tags(tags, only, skip) is expected
+
+
+def test_sigterm_stops_the_run_and_its_commands(agent: Agent) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    marker = "77.123"
+    agent.write("inventory.yml", INVENTORY)
+    agent.write("site.yml", f"- hosts: localhost\n  checks:\n    - command: {{argv: [sleep, '{marker}']}}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "ce_agent", "run", "site.yml"], cwd=agent.cwd,
+                            env={**os.environ, "PYTHONPATH": str(agent.pythonpath[0])},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(
+        marker in (p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
+    ):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 143
+    time.sleep(0.2)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+    assert b"Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [pytest.param(["--tags", "nosuchtag"], id="a tag nothing has"), pytest.param(["--limit", "web"], id="a limit outside the play")],
+)
+def test_a_run_that_checks_nothing_is_unknown(agent: Agent, args: list[str]) -> None:
+    ran = agent("run", playbook(agent, "    - fixed: {}\n"), "-i", "inventory.yml", *args)
+    assert ran.code == 3
+    assert "nothing was checked" in ran.err
+
+
+def test_exclusion_only_limit_starts_from_all(agent: Agent) -> None:
+    ran = agent("run", playbook(agent, "    - fixed: {}\n", hosts="all"), "-i", "inventory.yml", "--limit", "!web1",
+                "--format", "json")
+    assert [r["host"] for r in ran.json()["results"]] == ["localhost", "web2"]

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import itertools
+import math
 import re
+import string
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ce_agent.config.yamlfile import LocDict, load_yaml, read_text
-from ce_agent.errors import Location, Problems, UserError
+from ce_agent.config.yamlfile import LocDict, load_yaml, parse_yaml, read_text
+from ce_agent.errors import Location, Problem, Problems, UserError
 
 IMPLICIT_LOCALHOST = ("localhost", "127.0.0.1", "::1")
 _VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
+_YAML_SUFFIXES = (".yml", ".yaml", ".json")
 _GROUP_KEYS = {"hosts", "vars", "children"}
+#: One INI host line may not expand to more hosts than this (a typo like [1:1000000] is not a fleet).
+MAX_RANGE_HOSTS = 10_000
 
 
 @dataclass
@@ -27,6 +34,13 @@ class Group:
     children: list[str] = field(default_factory=list)
     parents: set[str] = field(default_factory=set)
     loc: Location | None = None
+    # Membership tests on the lists above would make loading quadratic in the size of a group.
+    _host_set: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    _child_set: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._host_set = set(self.hosts)
+        self._child_set = set(self.children)
 
 
 @dataclass
@@ -40,6 +54,16 @@ class Host:
 
 
 @dataclass
+class _Index:
+    """Group memberships computed once for the whole inventory, shared by every host's variables."""
+
+    depth: dict[str, int]
+    direct: dict[str, tuple[str, ...]]  # host -> the groups that list it, in group order
+    members: dict[str, list[str]]  # group -> hosts of it and its descendants, in inventory order
+    closures: dict[tuple[tuple[str, ...], bool], list[str]]  # (direct groups, add all) -> sorted groups
+
+
+@dataclass
 class Inventory:
     """Hosts and groups from one or more inventory sources, plus their group_vars/ and host_vars/."""
 
@@ -48,104 +72,207 @@ class Inventory:
     group_vars: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     host_vars: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    # Built on first use and dropped by every change of membership; implicit localhost hosts added
+    # by select() belong to no group, so they leave it valid.
+    _index: _Index | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.group("all")
         self.group("ungrouped")
-        self.groups["all"].children.append("ungrouped")
-        self.groups["ungrouped"].parents.add("all")
+        self.link("all", "ungrouped")
 
     def group(self, name: str, loc: Location | None = None) -> Group:
         if name not in self.groups:
             self.groups[name] = Group(name, loc=loc)
+            self._index = None
         return self.groups[name]
 
     def host(self, name: str, loc: Location | None = None) -> Host:
         if name not in self.hosts:
             self.hosts[name] = Host(name, loc=loc)
+            self._index = None
         return self.hosts[name]
 
     def link(self, parent: str, child: str) -> None:
-        if child not in self.groups[parent].children:
-            self.groups[parent].children.append(child)
+        group = self.groups[parent]
+        if child not in group._child_set:
+            group._child_set.add(child)
+            group.children.append(child)
         self.groups[child].parents.add(parent)
+        self._index = None
+
+    def _unlink(self, parent: str, child: str) -> None:
+        group = self.groups[parent]
+        if child in group._child_set:
+            group._child_set.discard(child)
+            group.children.remove(child)
+        self.groups[child].parents.discard(parent)
+        self._index = None
 
     def add_host_to(self, group: str, host: str) -> None:
-        if host not in self.groups[group].hosts:
-            self.groups[group].hosts.append(host)
+        target = self.groups[group]
+        if host not in target._host_set:
+            target._host_set.add(host)
+            target.hosts.append(host)
+            self._index = None
 
-    def finish(self) -> None:
-        """Ansible's implicit structure: every group under `all`, hosts of no group in `ungrouped`."""
+    def finish(self, problems: Problems | None = None) -> None:
+        """Ansible's implicit structure: every group under `all`, hosts of no group in `ungrouped`.
+
+        Group cycles (which Ansible refuses) are reported to `problems` and broken, so that nothing
+        that walks the groups afterwards can loop."""
+        # `all` is the ancestor of every group, so a group listing it as a child is always a cycle.
+        into_all = [name for name in self.groups if name in self.groups["all"].parents]
+        for name in into_all:
+            self._unlink(name, "all")
+        for cycle in self._break_cycles():
+            self._report_cycle(problems, cycle)
         for name, group in self.groups.items():
             if name != "all" and not group.parents:
                 self.link("all", name)
-        grouped = {h for name, g in self.groups.items() if name not in ("all", "ungrouped") for h in g.hosts}
-        for name in self.hosts:
-            if name not in grouped:
-                self.add_host_to("ungrouped", name)
-            else:
-                ungrouped = self.groups["ungrouped"].hosts
-                if name in ungrouped:
-                    ungrouped.remove(name)
+        for name in into_all:
+            self._report_cycle(problems, [*self._path_from_all(name), "all"])
+        grouped: set[str] = set()
+        for name, group in self.groups.items():
+            if name not in ("all", "ungrouped"):
+                grouped.update(group.hosts)
+        ungrouped = self.groups["ungrouped"]
+        ungrouped.hosts = [h for h, host in self.hosts.items() if h not in grouped and not host.implicit]
+        ungrouped._host_set = set(ungrouped.hosts)
+        self._index = None
+
+    def _break_cycles(self) -> list[list[str]]:
+        """Remove every edge that closes a cycle (depth-first, iterative: chains can be thousands deep)."""
+        cycles: list[list[str]] = []
+        state: dict[str, bool] = {}  # False while on the current path, True when done
+        for root in list(self.groups):
+            if root in state:
+                continue
+            state[root] = False
+            path = [root]
+            pending = [iter(tuple(self.groups[root].children))]
+            while pending:
+                child = next(pending[-1], None)
+                if child is None:
+                    pending.pop()
+                    state[path.pop()] = True
+                elif child not in state:
+                    state[child] = False
+                    path.append(child)
+                    pending.append(iter(tuple(self.groups[child].children)))
+                elif state[child] is False:
+                    cycles.append([*path[path.index(child) :], child])
+                    self._unlink(path[-1], child)
+        return cycles
+
+    def _path_from_all(self, name: str) -> list[str]:
+        """A shortest chain of groups from `all` down to `name` (the graph is acyclic by now)."""
+        came_from: dict[str, str | None] = {name: None}
+        queue = deque([name])
+        while queue:
+            current = queue.popleft()
+            if current == "all":
+                break
+            for parent in sorted(self.groups[current].parents):
+                if parent not in came_from:
+                    came_from[parent] = current
+                    queue.append(parent)
+        path: list[str] = []
+        step: str | None = "all" if "all" in came_from else name
+        while step is not None:
+            path.append(step)
+            step = came_from[step]
+        return path
+
+    def _report_cycle(self, problems: Problems | None, cycle: list[str]) -> None:
+        if problems is None:
+            return
+        loc = next((self.groups[g].loc for g in cycle if self.groups[g].loc is not None), None)
+        problems.add(loc, "group cycle: " + " -> ".join(cycle))
 
     # -- membership -------------------------------------------------------------------------
 
+    def _idx(self) -> _Index:
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index
+
+    def _build_index(self) -> _Index:
+        # Depth is the longest path from a root (after finish(), from `all`), as Ansible's Group.depth:
+        # groups in topological order, so each is visited once whatever the shape of the graph.
+        depth = {name: 0 for name in self.groups}
+        waiting = {name: len(group.parents) for name, group in self.groups.items()}
+        ready = deque(name for name, count in waiting.items() if count == 0)
+        while ready:
+            name = ready.popleft()
+            for child in self.groups[name].children:
+                depth[child] = max(depth[child], depth[name] + 1)
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    ready.append(child)
+        direct: dict[str, list[str]] = {}
+        for name, group in self.groups.items():
+            for host in group.hosts:
+                direct.setdefault(host, []).append(name)
+        index = _Index(depth, {h: tuple(g) for h, g in direct.items()}, {name: [] for name in self.groups}, {})
+        for host in self.hosts:
+            for name in self._closure(index, index.direct.get(host, ()), False):
+                index.members[name].append(host)
+        return index
+
+    def _closure(self, index: _Index, direct: tuple[str, ...], add_all: bool) -> list[str]:
+        """The groups reached from `direct` through parents, sorted as Ansible merges them.
+
+        Hosts listed in the same groups share one result, so this costs per combination, not per host."""
+        key = (direct, add_all)
+        cached = index.closures.get(key)
+        if cached is None:
+            found: set[str] = set()
+            stack = list(direct)
+            while stack:
+                name = stack.pop()
+                if name not in found:
+                    found.add(name)
+                    stack.extend(self.groups[name].parents)
+            if add_all:
+                found.add("all")
+            cached = index.closures[key] = sorted(found, key=lambda g: (index.depth[g], g))
+        return cached
+
     def groups_of(self, host: str) -> list[str]:
         """Every group a host belongs to, directly or through parents, sorted as Ansible merges them."""
-        direct = [name for name, g in self.groups.items() if host in g.hosts]
-        found: set[str] = set()
-        stack = list(direct)
-        while stack:
-            name = stack.pop()
-            if name in found:
-                continue
-            found.add(name)
-            stack.extend(self.groups[name].parents)
-        if not self.hosts.get(host, Host(host)).implicit:
-            found.add("all")
-        return sorted(found, key=lambda g: (self._depth(g), g))
-
-    def _depth(self, name: str, seen: frozenset[str] = frozenset()) -> int:
-        parents = [p for p in self.groups[name].parents if p not in seen]
-        if not parents:
-            return 0
-        return 1 + max(self._depth(p, seen | {name}) for p in parents)
+        index = self._idx()
+        implicit = self.hosts.get(host, Host(host)).implicit
+        return list(self._closure(index, index.direct.get(host, ()), not implicit))
 
     def hosts_of(self, group: str) -> list[str]:
         """Hosts of a group and of all its descendants, in inventory order."""
-        members: set[str] = set()
-        stack, seen = [group], set()
-        while stack:
-            name = stack.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            members.update(self.groups[name].hosts)
-            stack.extend(self.groups[name].children)
-        return [h for h in self.hosts if h in members]
+        return list(self._idx().members[group])
 
     # -- variables ---------------------------------------------------------------------------
 
     def variables(self, host: str) -> dict[str, Any]:
         """A host's variables, merged in Ansible's order (top-level keys replace, no deep merge):
         inline group vars (all, then parents before children, then by name) < group_vars/all <
-        group_vars/GROUP < inline host vars < host_vars/HOST; magic variables on top."""
-        groups = self.groups_of(host)
+        group_vars/GROUP < inline host vars < host_vars/HOST; magic variables on top.
+
+        `groups` is one mapping shared by every host (read it, never change it)."""
+        index = self._idx()
+        groups = self._closure(index, index.direct.get(host, ()), not self.hosts.get(host, Host(host)).implicit)
         merged: dict[str, Any] = {}
         for name in groups:
             merged.update(self.groups[name].vars)
         for name in groups:
             for layer in self.group_vars.get(name, []):
                 merged.update(layer)
-        h = self.hosts.get(host) or Host(host, implicit=True)
-        merged.update(h.vars)
+        merged.update((self.hosts.get(host) or Host(host, implicit=True)).vars)
         for layer in self.host_vars.get(host, []):
             merged.update(layer)
         merged.setdefault("address", merged.get("ansible_host", host))
         merged["inventory_hostname"] = host
         merged["inventory_hostname_short"] = host.split(".", 1)[0]
         merged["group_names"] = sorted(g for g in groups if g not in ("all", "ungrouped"))
-        merged["groups"] = {name: self.hosts_of(name) for name in self.groups}
+        merged["groups"] = index.members
         return merged
 
     # -- patterns ----------------------------------------------------------------------------
@@ -153,12 +280,13 @@ class Inventory:
     def select(self, pattern: str) -> list[str]:
         """Hosts matching an Ansible host pattern (`all`, `web`, `a:b`, `a:&b`, `a:!b`, `web*`, `~re`).
 
+        As in Ansible, a pattern of only exclusions and intersections (`!web1`, `&db`) starts from `all`.
         Raises ValueError naming each term that matches nothing."""
         terms = [t.strip() for t in re.split(r"[:,]", pattern) if t.strip()]
         if not terms:
             raise ValueError("empty host pattern")
-        include: list[str] = []
-        intersect: list[list[str]] = []
+        include: dict[str, None] = {}  # an ordered set: a host once, where it first matched
+        intersect: list[set[str]] = []
         exclude: set[str] = set()
         unknown = []
         for term in terms:
@@ -166,16 +294,17 @@ class Inventory:
             matched = self._match_term(term[len(prefix) :])
             if matched is None:
                 unknown.append(term[len(prefix) :])
-                continue
-            if prefix == "&":
-                intersect.append(matched)
+            elif prefix == "&":
+                intersect.append(set(matched))
             elif prefix == "!":
                 exclude.update(matched)
             else:
-                include.extend(h for h in matched if h not in include)
+                include.update(dict.fromkeys(matched))
         if unknown:
             raise ValueError(f"no host or group matches {', '.join(repr(u) for u in unknown)}")
-        return [h for h in include if all(h in s for s in intersect) and h not in exclude]
+        if not any(term[0] not in "&!" for term in terms):
+            include = dict.fromkeys(self._match_term("all") or [])
+        return [h for h in include if h not in exclude and all(h in s for s in intersect)]
 
     def _match_term(self, term: str) -> list[str] | None:
         if term in ("all", "*"):
@@ -201,7 +330,7 @@ class Inventory:
             return None
         members = set(hosts)
         for name in names:
-            members.update(self.hosts_of(name))
+            members.update(self._idx().members[name])
         return [h for h in self.hosts if h in members] or None
 
     def all_names(self) -> list[str]:
@@ -212,30 +341,43 @@ class Inventory:
 
 
 def load_inventories(paths: list[Path], problems: Problems) -> Inventory:
-    """Read every inventory source (file or directory) into one Inventory; problems are collected."""
+    """Read every inventory source (file or directory) into one Inventory; problems are collected.
+
+    A broken file is reported and skipped: the other files, and the group_vars/ and host_vars/
+    next to them, are still read, so one pass reports everything."""
     inventory = Inventory()
     vars_dirs: set[Path] = set()
     for path in paths:
-        try:
-            if path.is_dir():
+        if path.is_dir():
+            try:
                 files = sorted(
                     p
                     for p in path.iterdir()
                     if p.is_file() and not p.name.startswith(".") and p.suffix in ("", ".yml", ".yaml", ".ini", ".json")
                 )
-                for file in files:
-                    _load_source(inventory, file, problems)
-                base = path
-            else:
-                _load_source(inventory, path, problems)
-                base = path.parent
-            if base.resolve() not in vars_dirs:
-                vars_dirs.add(base.resolve())
-                _load_vars_dirs(inventory, base, problems)
-        except UserError as exc:
-            problems.items.append(exc.problem)
-    inventory.finish()
+            except OSError as exc:
+                problems.add(Location(str(path)), f"cannot read the inventory directory: {exc.strerror or exc}")
+                continue
+            for file in files:
+                _load_source_reporting(inventory, file, problems)
+            base = path
+        else:
+            _load_source_reporting(inventory, path, problems)
+            if not path.exists():
+                continue
+            base = path.parent
+        if base.resolve() not in vars_dirs:
+            vars_dirs.add(base.resolve())
+            _load_vars_dirs(inventory, base, problems)
+    inventory.finish(problems)
     return inventory
+
+
+def _load_source_reporting(inventory: Inventory, path: Path, problems: Problems) -> None:
+    try:
+        _load_source(inventory, path, problems)
+    except UserError as exc:
+        problems.items.append(exc.problem)
 
 
 def _load_source(inventory: Inventory, path: Path, problems: Problems) -> None:
@@ -243,12 +385,25 @@ def _load_source(inventory: Inventory, path: Path, problems: Problems) -> None:
     if path.suffix == ".ini":
         _load_ini(inventory, path, read_text(path, "inventory file"), problems)
         return
-    if path.suffix in ("", ".cfg"):
+    if path.suffix in _YAML_SUFFIXES:
+        data = load_yaml(path, "inventory file")
+    else:
+        # As Ansible: a file without a known suffix is YAML when it reads as a YAML mapping, else INI.
         text = read_text(path, "inventory file")
-        if _looks_like_ini(text):
+        try:
+            data = parse_yaml(text, str(path))
+            yaml_error = None
+        except UserError as exc:
+            data, yaml_error = None, exc
+        if not isinstance(data, dict):
+            if yaml_error is not None and _first_line(text).startswith(("---", "{")):
+                raise yaml_error  # clearly meant as YAML: its syntax error is the useful message
+            before = len(problems.items)
             _load_ini(inventory, path, text, problems)
+            if yaml_error is not None and len(problems.items) > before:
+                message = f"read as an INI inventory since reading it as YAML failed: {yaml_error.problem.message}"
+                problems.items.append(Problem(yaml_error.problem.location, message))
             return
-    data = load_yaml(path, "inventory file")
     if data is None:
         return
     if not isinstance(data, dict):
@@ -257,13 +412,13 @@ def _load_source(inventory: Inventory, path: Path, problems: Problems) -> None:
         _load_yaml_group(inventory, str(name), body, data, problems)
 
 
-def _looks_like_ini(text: str) -> bool:
+def _first_line(text: str) -> str:
+    """The first line that is not blank or a comment."""
     for line in text.splitlines():
         stripped = line.strip()
-        if not stripped or stripped.startswith(("#", ";")):
-            continue
-        return stripped.startswith("[") or ("=" in stripped and ":" not in stripped.split("=", 1)[0]) or ":" not in stripped
-    return False
+        if stripped and not stripped.startswith(("#", ";")):
+            return stripped
+    return ""
 
 
 def _load_yaml_group(inventory: Inventory, name: str, body: Any, parent: Any, problems: Problems) -> None:
@@ -312,7 +467,6 @@ def _load_yaml_group(inventory: Inventory, name: str, body: Any, parent: Any, pr
 
 
 _INI_SECTION = re.compile(r"^\[([^\]:]+)(?::(vars|children))?\]\s*$")
-_RANGE = re.compile(r"\[(\d+):(\d+)\]|\[([a-z]):([a-z])\]")
 
 
 def _load_ini(inventory: Inventory, path: Path, text: str, problems: Problems) -> None:
@@ -347,6 +501,17 @@ def _load_ini(inventory: Inventory, path: Path, text: str, problems: Problems) -
             inventory.group(child, loc)
             inventory.link(section, child)
         else:
+            pattern = words[0]
+            if pattern.endswith(":"):
+                # Ansible refuses it too; usually a YAML inventory that was read as INI
+                problems.add(loc, f"invalid host name {pattern!r}")
+                continue
+            try:
+                names = _expand_ranges(pattern)
+            except _RangeError as exc:
+                col = loc.col + exc.offset if line.startswith(pattern) else loc.col
+                problems.add(Location(str(path), number, col), f"host range {pattern!r}: {exc}")
+                continue
             host_vars: dict[str, Any] = {}
             for word in words[1:]:
                 key, sep, value = word.partition("=")
@@ -354,7 +519,7 @@ def _load_ini(inventory: Inventory, path: Path, text: str, problems: Problems) -
                     problems.add(loc, f"expected key=value after the host name, got {word!r}")
                     continue
                 host_vars[key] = _ini_value(value)
-            for name in _expand_ranges(words[0]):
+            for name in names:
                 host = inventory.host(name, loc)
                 host.vars.update(host_vars)
                 if section != "ungrouped":
@@ -378,19 +543,69 @@ def _ini_value(value: str) -> Any:
         return value
 
 
+class _RangeError(ValueError):
+    """A host range that cannot be expanded; `offset` is where it starts in the host pattern."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _expand_ranges(pattern: str) -> list[str]:
-    """`web[01:03]` → web01, web02, web03 (Ansible's host ranges)."""
-    match = _RANGE.search(pattern)
-    if not match:
+    """Ansible's host ranges: `web[01:03]` → web01, web02, web03; `[1:9:2]` takes every second
+    number; `[a:f]` letters (a-z then A-Z, as Ansible); several ranges multiply.
+
+    Unlike Ansible, a range whose start is after its end is an error rather than no host at all,
+    and so is a pattern making more than MAX_RANGE_HOSTS hosts."""
+    segments: list[tuple[range | str | list[str], int]] = []  # (values, zero-padded width)
+    pos = 0
+    first = pattern.find("[")
+    while (start := pattern.find("[", pos)) >= 0:
+        end = pattern.find("]", start)
+        if end < 0:
+            raise _RangeError("'[' without a closing ']'", start)
+        segments.append(([pattern[pos:start]], 0))
+        segments.append(_range_values(pattern[start + 1 : end], start))
+        pos = end + 1
+    if not segments:
         return [pattern]
-    head, tail = pattern[: match.start()], pattern[match.end() :]
-    if match.group(1) is not None:
-        start, end = match.group(1), match.group(2)
-        width = len(start) if start.startswith("0") else 0
-        items = [str(i).zfill(width) for i in range(int(start), int(end) + 1)]
-    else:
-        items = [chr(c) for c in range(ord(match.group(3)), ord(match.group(4)) + 1)]
-    return [name for item in items for name in _expand_ranges(head + item + tail)]
+    segments.append(([pattern[pos:]], 0))
+    # Count before expanding: a range like [1:100000000] must not be built to be refused.
+    total = math.prod(len(values) for values, _ in segments)
+    if total > MAX_RANGE_HOSTS:
+        raise _RangeError(f"makes {total} hosts, more than the limit of {MAX_RANGE_HOSTS}", first)
+    columns = [[str(v).zfill(width) for v in values] for values, width in segments]
+    return ["".join(parts) for parts in itertools.product(*columns)]
+
+
+def _range_values(body: str, offset: int) -> tuple[range | str, int]:
+    bounds = body.split(":")
+    if len(bounds) not in (2, 3):
+        raise _RangeError("a host range is [start:end] or [start:end:step]", offset)
+    start, end = bounds[0] or "0", bounds[1]
+    if not end:
+        raise _RangeError("a host range needs an end", offset)
+    step_text = bounds[2] if len(bounds) == 3 else "1"
+    if not _DIGITS.fullmatch(step_text) or int(step_text) == 0:
+        raise _RangeError(f"the step {step_text!r} is not a positive whole number", offset)
+    step = int(step_text)
+    if len(start) == 1 and len(end) == 1 and start in string.ascii_letters and end in string.ascii_letters:
+        first, last = string.ascii_letters.index(start), string.ascii_letters.index(end)
+        if first > last:
+            raise _RangeError(f"start {start!r} is after end {end!r}", offset)
+        return string.ascii_letters[first : last + 1 : step], 0
+    if not (_DIGITS.fullmatch(start) and _DIGITS.fullmatch(end)):
+        raise _RangeError("start and end must be both numbers or both single letters", offset)
+    width = len(start) if start.startswith("0") and len(start) > 1 else 0
+    if width and len(end) != width:
+        # Ansible's rule: the leading zeros give the width of every name
+        raise _RangeError(f"with leading zeros, start {start!r} and end {end!r} need the same number of digits", offset)
+    if int(start) > int(end):
+        raise _RangeError(f"start {start} is after end {end}", offset)
+    return range(int(start), int(end) + 1, step), width
 
 
 def _load_vars_dirs(inventory: Inventory, base: Path, problems: Problems) -> None:
@@ -398,7 +613,12 @@ def _load_vars_dirs(inventory: Inventory, base: Path, problems: Problems) -> Non
         directory = base / folder
         if not directory.is_dir():
             continue
-        for entry in sorted(directory.iterdir()):
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError as exc:
+            problems.add(Location(str(directory)), f"cannot read the directory: {exc.strerror or exc}")
+            continue
+        for entry in entries:
             if entry.name.startswith("."):
                 continue
             name = entry.name
@@ -406,7 +626,11 @@ def _load_vars_dirs(inventory: Inventory, base: Path, problems: Problems) -> Non
                 if entry.is_file() and name.endswith(suffix):
                     name = name[: -len(suffix)]
                     break
-            files = sorted(p for p in entry.rglob("*") if p.is_file()) if entry.is_dir() else [entry]
+            try:
+                files = sorted(p for p in entry.rglob("*") if p.is_file()) if entry.is_dir() else [entry]
+            except OSError as exc:
+                problems.add(Location(str(entry)), f"cannot read the directory: {exc.strerror or exc}")
+                continue
             for file in files:
                 if file.name.startswith(".") or (file.suffix not in _VARS_SUFFIXES):
                     continue
