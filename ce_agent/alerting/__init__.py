@@ -1,0 +1,1 @@
+"""Alert handling: the state machine, rule expressions, label matchers, routing and silences."""
