@@ -35,6 +35,11 @@ ExtraVarsOpt = Annotated[
     Optional[list[str]], typer.Option("--extra-vars", "-e", help="NAME=VALUE, @FILE or a YAML mapping.")
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show metrics, long output and more.")]
+StateDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--state-dir", envvar="CE_AGENT_STATE_DIR", show_default=False,
+                 help="Where alert state lives [default: /var/lib/ce-agent for root, else ~/.local/state/ce-agent]."),
+]
 
 
 def _split_tags(values: list[str] | None) -> set[str]:
@@ -101,6 +106,7 @@ def run(
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
     forks: Annotated[int, typer.Option("--forks", "-f", min=1, help="How many tasks run at once.")] = 10,
     verbose: VerboseOpt = False,
+    state_dir: StateDirOpt = None,
 ) -> None:
     """Run every selected check and collector once, notify, and exit with the worst status."""
     if output_format not in ("text", "json"):
@@ -111,18 +117,25 @@ def run(
     if not plan.jobs:
         raise typer.Exit(3)  # nothing checked is not OK: UNKNOWN, as Nagios says of a check that cannot tell
     _interrupt_on_sigterm()
-    if output_format == "json":
-        import contextlib
+    import contextlib
+    import time
 
-        # JSON owns stdout: the console notifier and any plugin's print() go to stderr meanwhile
-        with contextlib.redirect_stdout(sys.stderr):
-            report = oneshot.run(plan, redactor, forks=forks, check_mode=check)
-    else:
-        report = oneshot.run(plan, redactor, forks=forks, check_mode=check)
+    store, notices = oneshot.open_store(state_dir, time.time(), read_only=check)
+    for notice in notices:
+        typer.echo(redactor.scrub(notice), err=True)
+    # JSON owns stdout: the console notifier and any plugin's print() go to stderr meanwhile
+    quiet = contextlib.redirect_stdout(sys.stderr) if output_format == "json" else contextlib.nullcontext()
+    try:
+        with quiet:
+            report = oneshot.run(plan, redactor, store, forks=forks, check_mode=check)
+    finally:
+        store.close()
+    if report.dropped:
+        typer.echo(f"warning: the outbox is full; {report.dropped} oldest notification(s) dropped", err=True)
     if output_format == "json":
         text = output.as_json(report.outcomes, report.deliveries, report.worst)
     else:
-        text = output.as_text(report.outcomes, report.deliveries, report.worst, check, verbose)
+        text = output.as_text(report.outcomes, report.deliveries, report.worst, check, verbose, report.routing)
     typer.echo(redactor.scrub(text))
     raise typer.Exit(output.exit_code(report.worst))
 

@@ -50,6 +50,13 @@ class Metric:
     min: float | None = None
     max: float | None = None
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Metric:
+        return cls(
+            str(data["name"]), data.get("value"), str(data.get("unit") or ""), dict(data.get("labels") or {}),
+            data.get("warn"), data.get("crit"), data.get("min"), data.get("max"),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -103,9 +110,22 @@ class Notification:
     summary: str = ""
     metrics: list[Metric] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    #: firing, resolved, reminder, flapping_start, flapping_stop or test
+    kind: str = "firing"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Notification:
+        return cls(
+            channel=str(data["channel"]), title=str(data["title"]), body=str(data["body"]),
+            status=Status[data.get("status", "UNKNOWN")], host=str(data.get("host", "")),
+            play=str(data.get("play", "")), check=str(data.get("check", "")), summary=str(data.get("summary", "")),
+            metrics=[Metric.from_dict(m) for m in data.get("metrics") or []], labels=dict(data.get("labels") or {}),
+            kind=str(data.get("kind", "firing")),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "channel": self.channel,
             "title": self.title,
             "body": self.body,

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ce_agent.config.templating import Templar
+from ce_agent.config.templating import Templar, TemplateError
 from ce_agent.config.yamlfile import parse_yaml
 from ce_agent.contracts import Status, worst
 from ce_agent.errors import Problems, UserError
-from ce_agent.notify import Delivery, plan_notifications, send_all
 from ce_agent.plan import Plan, Selection, build_plan
 from ce_agent.redact import Redactor
 from ce_agent.registry import Registry
@@ -32,7 +32,9 @@ class Report:
     """What one pass produced."""
 
     outcomes: list[Outcome]
-    deliveries: list[Delivery] = field(default_factory=list)
+    deliveries: list[Any] = field(default_factory=list)  # outbox.Delivery
+    routing: list[Any] = field(default_factory=list)  # pipeline.Planned: what each channel is told, or why not
+    dropped: int = 0
 
     @property
     def worst(self) -> Status:
@@ -92,10 +94,106 @@ def load(
     return plan, problems
 
 
-def run(plan: Plan, redactor: Redactor, forks: int = 10, check_mode: bool = False) -> Report:
-    """Run every job once, then send (or, in check mode, only render) the notifications."""
-    outcomes = execute(plan.jobs, forks=forks, scrub=redactor.scrub)
-    deliveries = plan_notifications(outcomes, redactor.scrub)
+def open_store(state_dir: Path | None, now: float, read_only: bool = False) -> tuple[Any, list[str]]:
+    """The state store; when the state directory cannot be used, a temporary one (said in a notice).
+
+    `read_only` (`--check`) never creates a state directory: without one, it starts from no state."""
+    import tempfile
+
+    from ce_agent.store import Store, StoreError, default_state_dir
+
+    directory = state_dir or default_state_dir(os.environ, os.geteuid(), Path.home())
+    if read_only and not (directory / "state.db").exists():
+        return Store.open(Path(tempfile.mkdtemp(prefix="ce-agent-check-")) / "state.db", now)
+    try:
+        return Store.open(directory / "state.db", now)
+    except StoreError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="ce-agent-state-"))
+        store, notices = Store.open(fallback / "state.db", now)
+        return store, [f"warning: {exc}; alert state is kept only for this run", *notices]
+
+
+def run(
+    plan: Plan,
+    redactor: Redactor,
+    store: Any,
+    forks: int = 10,
+    check_mode: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> Report:
+    """One pass: deliver what earlier runs left in the outbox, run every job, record the results,
+    evaluate the alerts, queue what each channel must be told, and deliver it.
+
+    In check mode nothing is written or sent: the notifications are only rendered."""
+    from ce_agent import outbox
+    from ce_agent.alerting import pipeline, sources
+    from ce_agent.store import ResultRow
+
+    scrub = redactor.scrub
+    deliveries: list[outbox.Delivery] = []
     if not check_mode:
-        send_all(deliveries, redactor.scrub, parallel=forks)
-    return Report(outcomes, deliveries)
+        deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock()).attempted
+    outcomes = execute(plan.jobs, forks=forks, scrub=scrub)
+    now = clock()
+    if not check_mode:
+        store.add_results([
+            ResultRow(now, o.job.play, o.job.host, o.job.name, o.job.plugin_name, int(o.result.status),
+                      o.result.summary, o.duration_s, [m.as_dict() for m in o.result.metrics])
+            for o in outcomes if o.job.kind == "check"
+        ])
+    stored = store.load_alerts()
+    inputs = sources.from_checks(outcomes)
+    if plan.rules:
+        samples: dict[str, list[Any]] = {}
+        for o in outcomes:
+            samples.setdefault(o.job.host, []).extend(o.samples if o.job.kind == "collector" else o.result.metrics)
+        known = {key: labels for key, (labels, _state) in stored.items()}
+        inputs += sources.from_rules(plan.rules, samples, known, _annotator(redactor))
+    previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
+    silenced = pipeline.silence_matcher(store.silences(now), now)
+    group_sent = lambda group, channel: (store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
+    evaluation = pipeline.evaluate(inputs, previous, plan.alerting, store.notified, group_sent, silenced, now, scrub)
+    report = Report(outcomes, deliveries, evaluation.planned)
+    if check_mode:
+        report.deliveries = [outbox.Delivery(n, n.channel) for n, _host, _group, _due in evaluation.notifications]
+        return report
+    labels_of = {a.key: a.labels for a in inputs}
+    status_of = {a.key: a.observation.status for a in inputs}
+    dropped = 0
+    with store.transaction():  # a state change is written before (with) the notification it causes
+        for key, state in evaluation.states.items():
+            store.save_alert(key, labels_of[key], pipeline.state_to_json(state), now)
+            for event in evaluation.events.get(key, []):
+                store.add_history(key, labels_of[key], event.kind, event.status, event.summary, event.at)
+        for planned in evaluation.planned:
+            if planned.kind in ("firing", "reminder", "resolved", "forget"):
+                store.set_notified(planned.key, planned.channel, planned.kind in ("firing", "reminder"),
+                                   status_of[planned.key], now)
+        for notification, host, group, due in evaluation.notifications:
+            alerts = [{"key": p.key, "kind": p.kind} for p in evaluation.planned
+                      if p.channel == notification.channel and p.route and p.route.group_key(labels_of[p.key]) == group
+                      and p.kind not in ("held", "forget")]
+            payload = {"notification": notification.as_dict(), "host": host, "play": notification.play,
+                       "group": group, "alerts": alerts}
+            dropped += store.enqueue(notification.channel, group, notification.kind, payload, now, due=due)
+    report.dropped = dropped
+    report.deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock()).attempted
+    return report
+
+
+def _annotator(redactor: Redactor) -> Callable[[str, float | None, Mapping[str, str]], str]:
+    """Render a rule's annotation with `{{ value }}` and `{{ labels.NAME }}` (Jinja2 only when templated)."""
+    templar = Templar({}, redactor.add_lookup)
+
+    def annotate(text: str, value: float | None, labels: Mapping[str, str]) -> str:
+        shown: Any = value
+        if isinstance(value, float) and value.is_integer():
+            shown = int(value)
+        elif isinstance(value, float):
+            shown = round(value, 2)
+        try:
+            return str(templar.render(text, templar.scope([{"value": shown, "labels": dict(labels)}])))
+        except TemplateError as exc:
+            return f"{text} ({exc})"
+
+    return annotate

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ce_agent.contracts import Status
-from ce_agent.notify import Delivery
 from ce_agent.runner import Outcome
 
 JSON_VERSION = 1
@@ -42,7 +41,7 @@ def reported(outcomes: Sequence[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if o.job.kind == "check" or o.result.status is not Status.OK]
 
 
-def as_json(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: Status) -> str:
+def as_json(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Status) -> str:
     results = [
         {
             "play": o.job.play,
@@ -76,7 +75,8 @@ def as_json(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: 
     return json.dumps(_finite(document), indent=2, allow_nan=False)
 
 
-def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: Status, check_mode: bool, verbose: bool) -> str:
+def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Status, check_mode: bool, verbose: bool,
+            routing: Sequence[Any] = ()) -> str:
     lines: list[str] = []
     rows = reported(outcomes)
     name_width = min(32, max([len(o.job.name) for o in rows] + [5]))
@@ -106,11 +106,21 @@ def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery], worst: 
                 for m in o.samples:
                     labels = ",".join(f"{k}={v}" for k, v in m.labels.items())
                     lines.append(f"    {o.job.host} {m.name}{'{' + labels + '}' if labels else ''} = {number(m.value)}{m.unit}")
+    if routing and (check_mode or verbose):
+        lines.append("ROUTING" + ("  (--check: what each channel would be told)" if check_mode else ""))
+        for planned in routing:
+            what = f"held: {planned.reason}" if planned.kind == "held" else planned.kind
+            lines.append(f"    {planned.key}  -> {planned.channel}: {what}")
     if deliveries:
         lines.append("NOTIFICATIONS" + ("  (--check: rendered, not sent)" if check_mode else ""))
         for d in deliveries:
-            state = "would send" if check_mode else ("sent" if d.sent else f"FAILED: {d.error}")
-            lines.append(f"    {d.notification.channel:<12} {d.notification.title}  -> {state}")
+            if check_mode:
+                state = "would send"
+            elif d.sent:
+                state = "sent" + (f" through the fallback {d.via!r}" if d.via else "")
+            else:
+                state = ("DROPPED: " if d.dropped else "FAILED, will retry: ") + str(d.error)
+            lines.append(f"    {d.channel:<12} {d.notification.title}  -> {state}")
             if check_mode:
                 lines += [f"{'':8}| {line}" for line in d.notification.body.splitlines()]
     counts = {s: 0 for s in Status}

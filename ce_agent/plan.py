@@ -27,6 +27,8 @@ class Channel:
     notifier: str
     plugin: type
     options: Any
+    fallback: str | None = None  # the channel that takes over after `fallback_after` failed deliveries
+    fallback_after: int = 3
 
 
 @dataclass
@@ -65,11 +67,37 @@ class Selection:
 
 @dataclass
 class Plan:
-    """Every job of a run, plus the inventory it came from."""
+    """Every job of a run, the alert rules of each play and host, and how to reach channels later."""
 
     jobs: list[Job]
     inventory: Inventory
     plays: list[Play]
+    rules: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # (play, host) -> AlertRules
+    builder: Any = None
+    _by_key: dict[str, list[Job]] | None = None
+
+    def alerting(self, host: str) -> Any:
+        """Routes, inhibition rules and maintenance windows for a host (validated when loading)."""
+        return self.builder.alerting(host)
+
+    def resolve_channel(self, name: str, payload: Mapping[str, Any]) -> Channel | None:
+        """A channel as configured now, for a notification queued by this or an earlier run: as the
+        check that notifies resolved it (task vars included), else from the host's and play's vars."""
+        for alert in payload.get("alerts", []):
+            for job in self._jobs_by_key().get(alert.get("key", ""), []):
+                for channel in job.notify:
+                    if channel.name == name:
+                        return channel
+        return self.builder.channel_for_delivery(name, str(payload.get("host", "")), str(payload.get("play", "")))
+
+    def _jobs_by_key(self) -> dict[str, list[Job]]:
+        if self._by_key is None:
+            from ce_agent.alerting.pipeline import check_key
+
+            self._by_key = {}
+            for job in self.jobs:
+                self._by_key.setdefault(check_key(job.play, job.host, job.name), []).append(job)
+        return self._by_key
 
 
 def build_plan(
@@ -94,7 +122,8 @@ def build_plan(
     if selection.check_schedules:
         _check_schedules(plays, problems)
     builder = _Builder(inventory, registry, templar, selection, problems)
-    jobs = []
+    jobs: list[Job] = []
+    rules: dict[tuple[str, str], list[Any]] = {}
     for play in plays:
         if not play.hosts:
             continue
@@ -108,8 +137,14 @@ def build_plan(
         for host in hosts:
             if limit_hosts is not None and host not in limit_hosts:
                 continue
-            jobs.extend(builder.jobs_for(play, host))
-    return Plan(jobs, inventory, plays)
+            selected = builder.jobs_for(play, host)
+            jobs.extend(selected)
+            chosen = builder.rules_for(play, host)
+            if chosen:
+                rules[(play.name, host)] = chosen
+            if selected or chosen:
+                builder.alerting(host)  # validate the host's routes, inhibit rules and maintenance now
+    return Plan(jobs, inventory, plays, rules, builder)
 
 
 def selected_by_tags(tags: set[str], only: set[str], skip: set[str]) -> bool:
@@ -185,6 +220,8 @@ class _Builder:
         self.problems = problems
         self._host_vars: dict[str, dict[str, Any]] = {}
         self._plugin_errors: dict[tuple[str, str], str] = {}
+        self._alerting: dict[str, Any] = {}
+        self._plays = {}  # name -> Play, for channels of notifications queued by earlier runs
 
     def _vars(self, host: str) -> dict[str, Any]:
         if host not in self._host_vars:
@@ -194,7 +231,59 @@ class _Builder:
     def _selected(self, play: Play, task: Task) -> bool:
         return selected_by_tags(set(task.tags) | set(play.tags), self.selection.tags, self.selection.skip_tags)
 
+    def rules_for(self, play: Play, host: str) -> list[Any]:
+        """The play's alert rules selected by tags, their `notify:` channels checked for this host."""
+        self._plays[play.name] = play
+        chosen = []
+        scope = None
+        for rule in play.rules:
+            if not selected_by_tags(set(rule.tags) | set(play.tags), self.selection.tags, self.selection.skip_tags):
+                continue
+            if scope is None:
+                scope = self.templar.scope([self._vars(host), play.vars, self.selection.extra_vars])
+            if all(self._resolve_channel(host, n, loc, scope) is not None for n, loc in zip(rule.notify, rule.notify_locs)):
+                chosen.append(rule)
+        return chosen
+
+    def alerting(self, host: str) -> Any:
+        """Routes, inhibit rules and maintenance windows from the host's variables; problems reported once."""
+        if host in self._alerting:
+            return self._alerting[host]
+        from ce_agent.alerting.routing import AlertingConfig, parse_inhibit, parse_maintenance, parse_routes
+
+        variables = self._vars(host)
+        config = AlertingConfig()
+        for name, parse, attr in (("routes", parse_routes, "routes"), ("inhibit", parse_inhibit, "inhibit"),
+                                  ("maintenance", parse_maintenance, "maintenance")):
+            if name not in variables:
+                continue
+            loc = _var_loc(self.inventory, host, name)
+            try:
+                setattr(config, attr, parse(self.templar.render(variables[name], self.templar.scope([variables]))))
+            except (ValueError, TemplateError) as exc:
+                self.problems.add(loc, f"{name}: {exc}")
+        scope = self.templar.scope([variables, self.selection.extra_vars])
+        for route in config.routes:
+            for channel in route.channels:
+                self._resolve_channel(host, channel, _var_loc(self.inventory, host, "routes"), scope)
+        self._alerting[host] = config
+        return config
+
+    def channel_for_delivery(self, name: str, host: str, play: str) -> Channel | None:
+        """Resolve a channel quietly (no problems recorded): for notifications waiting in the outbox."""
+        layers = [self._vars(host)]
+        if play in self._plays:
+            layers.append(self._plays[play].vars)
+        layers.append(self.selection.extra_vars)
+        quiet = Problems()
+        saved, self.problems = self.problems, quiet
+        try:
+            return self._resolve_channel(host, name, None, self.templar.scope(layers))
+        finally:
+            self.problems = saved
+
     def jobs_for(self, play: Play, host: str) -> list[Job]:
+        self._plays[play.name] = play
         play_scope = self.templar.scope([self._vars(host), play.vars, self.selection.extra_vars])
         jobs = []
         for task in play.tasks:
@@ -348,7 +437,27 @@ class _Builder:
         if self.selection.check_schedules and config_problems is not None:
             for problem in config_problems(converted):
                 self.problems.add(spec_loc, f"channel {name!r}: {problem}")
-        return Channel(name=name, notifier=notifier, plugin=plugin, options=converted)
+        fallback, fallback_after = None, 3
+        if isinstance(spec, Mapping):
+            fallback = spec.get("fallback")
+            fallback_after = spec.get("fallback_after", 3)
+            if fallback is not None and (not isinstance(fallback, str) or fallback == name or fallback not in channels):
+                self.problems.add(spec_loc, f"channel {name!r}: 'fallback' must name another channel, got {fallback!r}")
+                return None
+            if isinstance(fallback_after, bool) or not isinstance(fallback_after, int) or fallback_after < 1:
+                self.problems.add(spec_loc, f"channel {name!r}: 'fallback_after' must be a whole number of at least 1")
+                return None
+        return Channel(name=name, notifier=notifier, plugin=plugin, options=converted, fallback=fallback,
+                       fallback_after=fallback_after)
+
+
+def _var_loc(inventory: Inventory, host: str, name: str) -> Location | None:
+    """Where a variable was written, as far as the inventory remembers (group or host vars)."""
+    for layer in [*reversed(inventory.host_vars.get(host, [])), inventory.hosts.get(host) and inventory.hosts[host].vars,
+                  *(g.vars for g in reversed([inventory.groups[n] for n in inventory.groups_of(host)]))]:
+        if isinstance(layer, LocDict) and name in layer:
+            return layer.value_loc(name)
+    return None
 
 
 def _channel_spec(spec: Any) -> tuple[str | None, Any]:
@@ -356,10 +465,15 @@ def _channel_spec(spec: Any) -> tuple[str | None, Any]:
         return "apprise", {"urls": [spec]}
     if isinstance(spec, list) and spec and all(isinstance(u, str) and "://" in u for u in spec):
         return "apprise", {"urls": list(spec)}
-    if isinstance(spec, Mapping) and len(spec) == 1:
-        (notifier, options), = spec.items()
-        return str(notifier), options
+    if isinstance(spec, Mapping):
+        notifiers = [k for k in spec if k not in CHANNEL_KEYS]
+        if len(notifiers) == 1:
+            return str(notifiers[0]), spec[notifiers[0]]
     return None, None
+
+
+#: keys of a channel mapping besides its notifier: `{apprise: {...}, fallback: chat, fallback_after: 3}`
+CHANNEL_KEYS = ("fallback", "fallback_after")
 
 
 def _option_loc(raw: Any, path: tuple[str | int, ...], default: Location | None, at_key: bool) -> Location | None:

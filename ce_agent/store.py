@@ -448,8 +448,9 @@ class Store:
 
     # ---- outbox --------------------------------------------------------------------------------------
 
-    def enqueue(self, channel: str, key: str, kind: str, payload: dict, now: float, max_items: int = 10_000) -> int:
-        """Add an item (due now); when the outbox would exceed max_items, drop the OLDEST items first,
+    def enqueue(self, channel: str, key: str, kind: str, payload: dict, now: float, max_items: int = 10_000,
+                due: float | None = None) -> int:
+        """Add an item (due `due`, default now); when the outbox would exceed max_items, drop the OLDEST items first,
         count each drop in a persistent counter; return how many were dropped by this call."""
         if max_items < 1:
             raise ValueError("enqueue: max_items must be at least 1")
@@ -457,7 +458,7 @@ class Store:
         with self._writing() as db:
             db.execute(
                 "INSERT INTO outbox (channel, alert_key, kind, payload, created, due) VALUES (?, ?, ?, ?, ?, ?)",
-                (channel, key, kind, body, now, now),
+                (channel, key, kind, body, now, now if due is None else due),
             )
             excess = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] - max_items
             if excess <= 0:

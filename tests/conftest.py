@@ -45,7 +45,8 @@ class Agent:
         return path
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Ran:
-        full_env = {**os.environ, **(env or {})}
+        # every test has a state directory of its own, never the user's
+        full_env = {**os.environ, "CE_AGENT_STATE_DIR": str(self.cwd / "state"), **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(str(p) for p in self.pythonpath)
         proc = subprocess.run(
             [sys.executable, "-m", "ce_agent", *args],

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ce_agent.config.yamlfile import LocDict, LocList, load_yaml
-from ce_agent.durations import parse_interval, parse_timeout
+from ce_agent.durations import parse_duration, parse_interval, parse_timeout
 from ce_agent.errors import Location, Problems, UserError
 
 PLAY_KEYS = ("name", "hosts", "vars", "checks", "collectors", "tags", "alerts", "slos")
 # Keys the later alerting and SLO features own; read and kept, not evaluated by `run` yet.
-PLAY_KEYS_NOT_YET = ("alerts", "slos")
-TASK_KEYS = ("name", "schedule", "interval", "timeout", "retries", "notify", "tags", "labels", "severity", "vars")
+PLAY_KEYS_NOT_YET = ("slos",)
+TASK_KEYS = (
+    "name", "schedule", "interval", "timeout", "retries", "notify", "tags", "labels", "severity", "vars", "depends_on",
+)
+RULE_KEYS = ("name", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "notify", "tags")
 SEVERITIES = ("info", "warning", "critical", "page", "ticket")
 DEFAULT_TIMEOUT = 30.0
+_RULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
@@ -40,7 +45,25 @@ class Task:
     labels: dict[str, Any] = field(default_factory=dict)
     severity: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
+    depends_on: list[str] = field(default_factory=list)
     key_locs: dict[str, Location | None] = field(default_factory=dict)
+
+
+@dataclass
+class AlertRule:
+    """An `alerts:` rule of a play: a comparison on metrics of its hosts (Prometheus alerting rules)."""
+
+    name: str
+    expr: Any  # ce_agent.alerting.expr.Expr
+    loc: Location | None
+    for_s: float = 0.0
+    keep_firing_for_s: float = 0.0
+    severity: str = "warning"
+    labels: dict[str, Any] = field(default_factory=dict)
+    annotations: dict[str, Any] = field(default_factory=dict)
+    notify: list[str] = field(default_factory=list)
+    notify_locs: list[Location | None] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +77,7 @@ class Play:
     vars: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
+    rules: list[AlertRule] = field(default_factory=list)
     file: str = ""
 
 
@@ -112,9 +136,68 @@ def _read_play(raw: Any, loc: Location | None, problems: Problems, file: str) ->
             task = _read_task(kind, item, items.item_loc(index), problems)
             if task is not None:
                 play.tasks.append(task)
-    if not play.tasks and not any(k in raw for k in PLAY_KEYS_NOT_YET):
-        problems.warn(raw.loc, f"play {play.name!r} has no checks and no collectors")
+    rules = raw.get("alerts")
+    if rules is not None:
+        if not isinstance(rules, LocList):
+            problems.add(raw.value_loc("alerts"), "'alerts' must be a list of rules (name, expr, ...)")
+        else:
+            for index, item in enumerate(rules):
+                rule = _read_rule(item, rules.item_loc(index), problems)
+                if rule is not None:
+                    play.rules.append(rule)
+    if not play.tasks and not play.rules and not any(k in raw for k in PLAY_KEYS_NOT_YET):
+        problems.warn(raw.loc, f"play {play.name!r} has no checks, collectors or alerts")
     return play
+
+
+def _read_rule(raw: Any, loc: Location | None, problems: Problems) -> AlertRule | None:
+    if not isinstance(raw, LocDict):
+        problems.add(loc, "an alert rule must be a mapping with 'name' and 'expr'")
+        return None
+    ok = True
+    for key in raw:
+        if key not in RULE_KEYS:
+            close = difflib.get_close_matches(str(key), RULE_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.add(raw.key_loc(key), f"unknown alert rule key {key!r}{hint}; valid keys: {', '.join(RULE_KEYS)}")
+            ok = False
+    name = _string(raw, "name", problems)
+    if not name or not _RULE_NAME.match(name):
+        where = raw.value_loc("name") if "name" in raw else raw.loc
+        problems.add(where, f"an alert rule needs a 'name' like HighMemory (letters, digits, _), got {name!r}")
+        ok = False
+    text = _string(raw, "expr", problems)
+    expr = None
+    if text is None:
+        problems.add(raw.loc, "an alert rule needs an 'expr' such as 'system_memory_used_percent > 90'")
+        ok = False
+    else:
+        from ce_agent.alerting.expr import parse_expr
+
+        try:
+            expr = parse_expr(text)
+        except ValueError as exc:
+            problems.add(raw.value_loc("expr"), f"'expr': {exc}")
+            ok = False
+    durations = {}
+    for key in ("for", "keep_firing_for"):
+        try:
+            durations[key] = parse_duration(raw[key]) if key in raw else 0.0
+        except ValueError as exc:
+            problems.add(raw.value_loc(key), f"'{key}': {exc}")
+            ok = False
+    severity = _string(raw, "severity", problems) or "warning"
+    if severity not in SEVERITIES:
+        problems.add(raw.value_loc("severity"), f"'severity' must be one of {', '.join(SEVERITIES)}, got {severity!r}")
+        ok = False
+    notify, notify_locs = _string_list(raw, "notify", problems)
+    if not ok:
+        return None
+    return AlertRule(
+        name=str(name), expr=expr, loc=raw.loc, for_s=durations["for"], keep_firing_for_s=durations["keep_firing_for"],
+        severity=severity, labels=_mapping(raw, "labels", problems), annotations=_mapping(raw, "annotations", problems),
+        notify=notify, notify_locs=notify_locs, tags=_string_list(raw, "tags", problems)[0],
+    )
 
 
 def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) -> Task | None:
@@ -178,6 +261,7 @@ def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) ->
     task.notify, task.notify_locs = _string_list(raw, "notify", problems)
     task.tags = _string_list(raw, "tags", problems)[0]
     task.labels = _mapping(raw, "labels", problems)
+    task.depends_on = _string_list(raw, "depends_on", problems)[0]
     task.vars = _mapping(raw, "vars", problems)
     severity = _string(raw, "severity", problems)
     if severity is not None and not _is_template(severity) and severity not in SEVERITIES:

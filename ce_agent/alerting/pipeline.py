@@ -1,0 +1,264 @@
+"""One evaluation: results and samples become alert states, and each channel is told what it must know.
+
+Telling is state-based, as in Alertmanager, not event-based: for every alert and every channel it
+routes to, the store remembers what that channel was last told (firing with a status, or not). A
+firing alert the channel was not told about is queued; a status change is queued; a reminder is
+queued after `repeat_interval`; a channel told "firing" is told "resolved" once the alert resolves.
+So a restart, the next cron run, a silence that ends or a flap that settles all converge on the
+right messages, and none is sent twice. Held alerts (silenced, in maintenance, inhibited, waiting on a
+failing dependency, flapping) change state and history as usual; only their notifications wait.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ce_agent.alerting.evaluator import AlertState, Event, Observation, Policy, step
+from ce_agent.alerting.matchers import all_match, parse_matcher
+from ce_agent.alerting.routing import AlertingConfig, Route, decide
+from ce_agent.contracts import Metric, Notification, Status
+from ce_agent.durations import format_duration
+
+Scrub = Callable[[str], str]
+SEVERITY_OF_STATUS = {Status.WARNING: "warning", Status.CRITICAL: "critical", Status.UNKNOWN: "warning"}
+
+
+@dataclass
+class AlertInput:
+    """One alert as this run observed it."""
+
+    key: str
+    labels: dict[str, str]
+    observation: Observation
+    policy: Policy
+    host: str
+    play: str
+    title: str  # "Root disk on web1", "HighMemory on web1"
+    notify: list[str] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    metrics: list[Metric] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)  # keys of parent alerts
+
+
+@dataclass
+class Planned:
+    """What one alert means for one channel in this run: a message to queue, or why it waits."""
+
+    key: str
+    channel: str
+    kind: str  # firing | resolved | reminder | flapping_start | flapping_stop | held | none
+    reason: str = ""
+    route: Route | None = None
+
+
+@dataclass
+class Evaluation:
+    """The outcome of evaluating a run: new states, events for history, and per-channel decisions."""
+
+    states: dict[str, AlertState] = field(default_factory=dict)
+    events: dict[str, list[Event]] = field(default_factory=dict)
+    planned: list[Planned] = field(default_factory=list)
+    notifications: list[tuple[Notification, str, str, float]] = field(default_factory=list)  # (n, host, group, due)
+
+
+def check_key(play: str, host: str, check: str) -> str:
+    return f'check{{check="{check}",host="{host}",play="{play}"}}'
+
+
+def rule_key(play: str, host: str, alertname: str, labels: Mapping[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f'alert{{alertname="{alertname}",host="{host}",play="{play}"}}{{{inner}}}'
+
+
+def state_from_json(data: Mapping[str, Any] | None) -> AlertState:
+    if not data:
+        return AlertState()
+    known = {f for f in AlertState.__dataclass_fields__}
+    values = {k: (tuple(v) if k == "history" else v) for k, v in data.items() if k in known}
+    return AlertState(**values)
+
+
+def state_to_json(state: AlertState) -> dict[str, Any]:
+    out = asdict(state)
+    out["history"] = list(state.history)
+    return out
+
+
+def evaluate(
+    inputs: Sequence[AlertInput],
+    previous: Mapping[str, AlertState],
+    config_of: Callable[[str], AlertingConfig],
+    told: Callable[[str, str], Mapping[str, Any] | None],
+    group_sent: Callable[[str, str], float | None],
+    silenced: Callable[[Mapping[str, str]], str | None],
+    now: float,
+    scrub: Scrub,
+) -> Evaluation:
+    """Pure but for the lookups passed in: step every alert, then decide what each channel is told."""
+    result = Evaluation()
+    for alert in inputs:
+        state, events = step(previous.get(alert.key, AlertState()), alert.observation, alert.policy, now)
+        result.states[alert.key] = state
+        result.events[alert.key] = events
+    firing = {a.key: a for a in inputs if result.states[a.key].state == "firing"}
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for alert in inputs:
+        state = result.states[alert.key]
+        config = config_of(alert.host)
+        hold = _hold_reason(alert, state, config, firing, result.states, silenced, now)
+        decision = decide(alert.labels, config.routes, alert.notify)
+        for channel, route in decision.channels():
+            kinds = _what_to_tell(alert, state, result.events[alert.key], told(alert.key, channel), route, now)
+            if not kinds:
+                continue
+            if hold:
+                result.planned.append(Planned(alert.key, channel, "held", hold, route))
+                continue
+            for kind in kinds:
+                result.planned.append(Planned(alert.key, channel, kind, "", route))
+                if kind == "forget":  # send_resolved: false: the channel is not told, but no longer "told firing"
+                    continue
+                group = route.group_key(alert.labels)
+                entry = groups.setdefault((channel, group), {"alerts": [], "route": route, "host": alert.host})
+                entry["alerts"].append((alert, state, kind))
+    for (channel, group), entry in groups.items():
+        route: Route = entry["route"]
+        last = group_sent(group, channel)
+        due = now + route.group_wait if last is None else max(now, last + route.group_interval)
+        notification = render(channel, entry["alerts"], now, scrub)
+        result.notifications.append((notification, entry["host"], group, due))
+    return result
+
+
+def _what_to_tell(alert: AlertInput, state: AlertState, events: Sequence[Event], told: Mapping[str, Any] | None,
+                  route: Route, now: float) -> list[str]:
+    kinds = [e.kind for e in events if e.kind in ("flapping_start", "flapping_stop")]
+    if state.flapping:
+        return kinds  # firing/resolved wait until the flapping stops
+    was_firing = bool(told and told.get("firing"))
+    if state.state == "firing":
+        if not was_firing or told.get("status") != alert.observation.status:  # type: ignore[union-attr]
+            kinds.append("firing")
+        elif now - float(told.get("last_sent") or 0) >= route.repeat_interval:  # type: ignore[union-attr]
+            kinds.append("reminder")
+    elif was_firing:
+        kinds.append("resolved" if route.send_resolved else "forget")
+    return kinds
+
+
+def _hold_reason(alert: AlertInput, state: AlertState, config: AlertingConfig, firing: Mapping[str, AlertInput],
+                 states: Mapping[str, AlertState], silenced: Callable[[Mapping[str, str]], str | None],
+                 now: float) -> str:
+    silence = silenced(alert.labels)
+    if silence:
+        return f"silenced ({silence})"
+    for window in config.maintenance:
+        if window.active(alert.labels, now):
+            return f"in maintenance ({window.schedule} for {format_duration(window.duration)})"
+    if state.state == "firing":
+        for rule in config.inhibit:
+            for other in firing.values():
+                if other.key != alert.key and rule.inhibits(other.labels, alert.labels):
+                    return f"inhibited by {other.title}"
+    for parent in alert.depends_on:
+        parent_state = states.get(parent)
+        if parent_state is not None and parent_state.status != 0:
+            return "its dependency is failing"
+    return ""
+
+
+_TITLE_PREFIX = {"resolved": "RESOLVED", "flapping_start": "FLAPPING", "flapping_stop": "STOPPED FLAPPING"}
+
+
+def render(channel: str, alerts: Sequence[tuple[AlertInput, AlertState, str]], now: float, scrub: Scrub) -> Notification:
+    """One message for a group: a single alert reads "[CRITICAL] Root disk on web1"; several are listed."""
+    shown = list(alerts)
+    lines: list[str] = []
+    for alert, state, kind in shown:
+        if len(shown) > 1:
+            lines += [f"== {_prefix(alert, kind)} {alert.title}"]
+        lines += _describe(alert, state, kind, now)
+        lines.append("")
+    statuses = [Status.OK if k == "resolved" else Status(a.observation.status) for a, _, k in shown]
+    worst = max(statuses, key=lambda s: s.rank)
+    if len(shown) == 1:
+        alert, _, kind = shown[0]
+        title = f"[{_prefix(alert, kind)}] {alert.title}" + (" (still firing)" if kind == "reminder" else "")
+    else:
+        counts: dict[str, int] = {}
+        for _, _, kind in shown:
+            label = "RESOLVED" if kind == "resolved" else "FIRING"
+            counts[label] = counts.get(label, 0) + 1
+        common = {k: v for k, v in shown[0][0].labels.items() if all(a.labels.get(k) == v for a, _, _ in shown)}
+        title = "[" + ", ".join(f"{k}:{n}" for k, n in counts.items()) + "] " + " ".join(
+            f"{k}={v}" for k, v in sorted(common.items()) if k in ("alertname", "check", "host", "severity")
+        )
+    first = shown[0][0]
+    labels = {**first.labels}
+    return Notification(
+        channel=channel,
+        title=scrub(title),
+        body=scrub("\n".join(lines).rstrip()),
+        status=worst,
+        host=first.host,
+        play=first.play,
+        check=first.labels.get("check") or first.labels.get("alertname", ""),
+        summary=scrub(first.observation.summary),
+        metrics=list(first.metrics),
+        labels={k: scrub(str(v)) for k, v in labels.items()},
+        kind=shown[0][2] if len(shown) == 1 else "group",
+    )
+
+
+def _prefix(alert: AlertInput, kind: str) -> str:
+    return _TITLE_PREFIX.get(kind) or Status(alert.observation.status).name
+
+
+def _describe(alert: AlertInput, state: AlertState, kind: str, now: float) -> list[str]:
+    obs = alert.observation
+    lines = [obs.summary] if obs.summary else []
+    if kind == "resolved" and state.since is not None:
+        lasted = now - state.fired_at if state.fired_at else None
+        lines.append("Resolved" + (f" after {format_duration(lasted)}" if lasted else "") + ".")
+    elif kind == "reminder" and state.fired_at:
+        lines.append(f"Still firing, for {format_duration(now - state.fired_at)} now.")
+    elif kind == "flapping_start":
+        lines.append(f"Flapping: {state.flap_percent:.0f}% state change over the last results; "
+                     "notifications are held until it settles.")
+    elif kind == "flapping_stop":
+        lines.append("Stopped flapping.")
+    lines += [f"Host: {alert.host}", f"Play: {alert.play}"]
+    for name in ("check", "alertname", "severity"):
+        if alert.labels.get(name):
+            lines.append(f"{name.capitalize()}: {alert.labels[name]}")
+    extra = {k: v for k, v in alert.labels.items() if k not in ("check", "alertname", "severity", "host", "play")}
+    if extra:
+        lines.append("Labels: " + ", ".join(f"{k}={v}" for k, v in sorted(extra.items())))
+    for name, text in alert.annotations.items():
+        lines.append(f"{name.capitalize()}: {text}")
+    if obs.value is not None and not (isinstance(obs.value, float) and math.isnan(obs.value)):
+        lines.append(f"Value: {obs.value:g}")
+    if alert.metrics:
+        lines.append("Metrics: " + ", ".join(_metric_text(m) for m in alert.metrics[:12]))
+    return lines
+
+
+def _metric_text(metric: Metric) -> str:
+    value = "U" if metric.value is None else f"{metric.value:g}"
+    labels = ",".join(f"{k}={v}" for k, v in metric.labels.items())
+    return f"{metric.name}{'{' + labels + '}' if labels else ''}={value}{metric.unit}"
+
+
+def silence_matcher(silences: Sequence[Any], now: float) -> Callable[[Mapping[str, str]], str | None]:
+    """A lookup: the id of an active silence that matches the labels, if any."""
+    active = []
+    for silence in silences:
+        if silence.active(now):
+            try:
+                active.append((silence.id, [parse_matcher(m) for m in silence.matchers]))
+            except ValueError:
+                continue
+    return lambda labels: next((sid for sid, ms in active if all_match(ms, labels)), None)

@@ -1,0 +1,104 @@
+"""Where alerts come from: every check (its status is the alert) and the plays' `alerts:` rules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ce_agent.alerting.evaluator import Observation, Policy
+from ce_agent.alerting.pipeline import SEVERITY_OF_STATUS, AlertInput, check_key, rule_key
+from ce_agent.contracts import Metric, Status
+
+#: render a rule's annotation for one series: (text, value, labels) -> text
+Annotate = Callable[[str, float | None, Mapping[str, str]], str]
+
+
+def from_checks(outcomes: Sequence[Any]) -> list[AlertInput]:
+    """One alert per check result: active when not OK; HARD after the task's `retries`."""
+    inputs = []
+    names = {(o.job.play, o.job.host, o.job.name) for o in outcomes if o.job.kind == "check"}
+    for outcome in outcomes:
+        job, result = outcome.job, outcome.result
+        if job.kind != "check":
+            continue
+        status = result.status
+        severity = job.severity or SEVERITY_OF_STATUS.get(status, "warning")
+        labels = {**{str(k): str(v) for k, v in job.labels.items()}, "check": job.name, "host": job.host,
+                  "play": job.play, "severity": severity}
+        inputs.append(
+            AlertInput(
+                key=check_key(job.play, job.host, job.name),
+                labels=labels,
+                observation=Observation(active=status is not Status.OK, status=int(status), summary=result.summary),
+                policy=Policy(retries=job.task.retries),
+                host=job.host,
+                play=job.play,
+                title=f"{job.name} on {job.host}",
+                notify=[c.name for c in job.notify],
+                metrics=list(result.metrics),
+                depends_on=[check_key(job.play, job.host, parent) for parent in job.task.depends_on
+                            if (job.play, job.host, parent) in names],
+            )
+        )
+    return inputs
+
+
+def from_rules(
+    rules_by_play_host: Mapping[tuple[str, str], Sequence[Any]],
+    samples_by_host: Mapping[str, Sequence[Metric]],
+    known: Mapping[str, Mapping[str, str]],
+    annotate: Annotate,
+    status_of_severity: Callable[[str], int] = lambda s: 2 if s in ("critical", "page") else 1,
+) -> list[AlertInput]:
+    """One alert per rule and matching series; a series seen before and gone now is observed inactive."""
+    inputs = []
+    for (play, host), rules in rules_by_play_host.items():
+        samples = samples_by_host.get(host, [])
+        for rule in rules:
+            seen: set[str] = set()
+            for sample in samples:
+                if not rule.expr.selects(sample.name, sample.labels):
+                    continue
+                series = {str(k): str(v) for k, v in sample.labels.items()}
+                key = rule_key(play, host, rule.name, series)
+                if key in seen:
+                    continue
+                seen.add(key)
+                inputs.append(_rule_input(rule, play, host, series, key, sample.value, sample, annotate,
+                                          status_of_severity))
+            # a series that disappeared (a mount unmounted, a process gone) resolves its alert
+            prefix = rule_key(play, host, rule.name, {}).rsplit("{", 1)[0]
+            for key, labels in known.items():
+                if key.startswith(prefix) and key not in seen:
+                    series = {k: v for k, v in labels.items() if k not in ("alertname", "host", "play", "severity")
+                              and k not in rule.labels}
+                    inputs.append(_rule_input(rule, play, host, series, key, None, None, annotate, status_of_severity,
+                                              gone=True))
+    return inputs
+
+
+def _rule_input(rule: Any, play: str, host: str, series: dict[str, str], key: str, value: float | None,
+                sample: Metric | None, annotate: Annotate, status_of_severity: Callable[[str], int],
+                gone: bool = False) -> AlertInput:
+    active = not gone and rule.expr.holds(value)
+    labels = {**series, **{str(k): str(v) for k, v in rule.labels.items()}, "alertname": rule.name, "host": host,
+              "play": play, "severity": rule.severity}
+    shown = "no data" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:g}"
+    summary = f"{rule.expr} (value {shown})" if not gone else f"{rule.expr.metric}: series gone"
+    annotations = {str(k): annotate(str(v), value, labels) for k, v in rule.annotations.items()} if active else {}
+    if active and "summary" in annotations:
+        summary = annotations["summary"]
+    return AlertInput(
+        key=key,
+        labels=labels,
+        observation=Observation(active=active, status=status_of_severity(rule.severity) if active else 0,
+                                summary=summary, value=value),
+        policy=Policy(for_s=rule.for_s, keep_firing_for_s=rule.keep_firing_for_s),
+        host=host,
+        play=play,
+        title=f"{rule.name} on {host}",
+        notify=list(rule.notify),
+        annotations=annotations,
+        metrics=[sample] if sample is not None else [],
+    )

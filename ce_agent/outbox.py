@@ -1,0 +1,186 @@
+"""Durable delivery: a notification waits in the outbox until its channel accepted it, in order."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ce_agent.contracts import DeliveryError, Notification, TaskContext
+from ce_agent.durations import format_duration
+
+#: (channel name, outbox payload) -> the channel as configured now, or None when it no longer exists
+Resolve = Callable[[str, Mapping[str, Any]], Any]
+Scrub = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one flush tries (tenacity), and when the next flush tries again."""
+
+    attempts: int = 3  # tries of one notification within a flush
+    initial_wait: float = 0.2  # exponential backoff with jitter between those tries (a blip, not an outage)
+    max_wait: float = 1.0
+    default_timeout: float = 30.0  # per attempt, for notifiers without a `timeout` option
+    later: float = 60.0  # after a failed flush: later * 2**(failed flushes - 1), at most `latest`
+    latest: float = 3600.0
+
+
+@dataclass
+class Delivery:
+    """A notification and what became of it: sent, not sent (`--check`), or failed with a reason."""
+
+    notification: Notification
+    channel: str
+    sent: bool = False
+    error: str | None = None
+    dropped: bool = False
+    via: str | None = None  # the fallback channel that took it
+    item_id: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        n = self.notification
+        return {"channel": self.channel, "title": n.title, "body": n.body, "sent": self.sent, "error": self.error}
+
+
+@dataclass
+class FlushReport:
+    attempted: list[Delivery] = field(default_factory=list)
+
+    @property
+    def failures(self) -> int:
+        return sum(1 for a in self.attempted if not a.sent)
+
+
+def _attempt_timeout(channel: Any, policy: RetryPolicy) -> float:
+    timeout = getattr(channel.options, "timeout", None)
+    return 2 * float(timeout) + 1 if timeout else policy.default_timeout
+
+
+def _send_once(channel: Any, notification: Notification, timeout: float) -> None:
+    """One attempt, bounded in time: a notifier that hangs is abandoned (its thread is a daemon)."""
+    result: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+    def worker() -> None:
+        try:
+            context = TaskContext(task=channel.name, host=notification.host, play=notification.play)
+            channel.plugin(channel.options, context).send(notification)
+            result.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            result.put(exc)
+
+    threading.Thread(target=worker, name=f"send-{channel.name}", daemon=True).start()
+    try:
+        error = result.get(timeout=timeout)
+    except queue.Empty:
+        raise DeliveryError(f"no answer within {format_duration(timeout)}", transient=True) from None
+    if isinstance(error, DeliveryError):
+        raise error
+    if error is not None:
+        raise DeliveryError(f"{type(error).__name__}: {error}", transient=False) from None
+
+
+def send_with_retries(channel: Any, notification: Notification, policy: RetryPolicy, sleep: Callable[[float], None]) -> None:
+    """tenacity: retry only transient failures, with exponential backoff and jitter, then give up."""
+    import tenacity
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=tenacity.wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait),
+        retry=tenacity.retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.transient),
+        sleep=sleep,
+        reraise=True,
+    )
+    timeout = _attempt_timeout(channel, policy)
+    retrying(_send_once, channel, notification, timeout)
+
+
+def flush(
+    store: Any,
+    resolve: Resolve,
+    scrub: Scrub,
+    now: float,
+    policy: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+    limit: int = 1000,
+) -> FlushReport:
+    """Deliver what is due, channel by channel in parallel, each channel's items in order.
+
+    An item is removed only once its channel accepted it. A channel that fails keeps the item and
+    everything queued behind it for a later flush (order matters: a "resolved" must never overtake
+    its "firing"); after `fallback_after` failed flushes the item goes to the channel's fallback."""
+    report = FlushReport()
+    by_channel: dict[str, list[Any]] = {}
+    for item in store.due(now, limit=limit):
+        by_channel.setdefault(item.channel, []).append(item)
+    if not by_channel:
+        return report
+    lock = threading.Lock()
+
+    def deliver_channel(items: list[Any]) -> None:
+        for item in items:
+            outcome = _deliver(store, item, resolve, scrub, now, policy, sleep)
+            with lock:
+                report.attempted.append(outcome)
+            if not outcome.sent and not outcome.dropped:
+                break  # keep the order: the rest of this channel waits for the next flush
+
+    threads = [
+        threading.Thread(target=deliver_channel, args=(items,), name=f"flush-{name}", daemon=True)
+        for name, items in by_channel.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    report.attempted.sort(key=lambda d: d.item_id or 0)
+    return report
+
+
+def _deliver(store: Any, item: Any, resolve: Resolve, scrub: Scrub, now: float, policy: RetryPolicy,
+             sleep: Callable[[float], None]) -> Delivery:
+    notification = Notification.from_dict(item.payload["notification"])
+    host = str(item.payload.get("host", notification.host))
+    channel = resolve(item.channel, item.payload)
+    if channel is None:
+        store.delivered(item.id)
+        return Delivery(notification, item.channel, False,
+                        f"channel {item.channel!r} is no longer configured for {host}; notification dropped",
+                        dropped=True, item_id=item.id)
+    try:
+        send_with_retries(channel, notification, policy, sleep)
+    except DeliveryError as exc:
+        error = scrub(str(exc)) or "delivery failed"
+        failed_flushes = item.attempts + 1
+        fallback = getattr(channel, "fallback", None)
+        if fallback and failed_flushes >= getattr(channel, "fallback_after", 3):
+            backup = resolve(fallback, item.payload)
+            if backup is not None:
+                try:
+                    send_with_retries(backup, notification, policy, sleep)
+                except DeliveryError as backup_exc:
+                    error = f"{error}; fallback {fallback!r}: {scrub(str(backup_exc))}"
+                else:
+                    _mark_sent(store, item, now)
+                    return Delivery(notification, item.channel, True, error, via=fallback, item_id=item.id)
+        if not exc.transient:
+            store.delivered(item.id)  # a permanent refusal (4xx, a bad URL) is not retried
+            return Delivery(notification, item.channel, False, f"{error} (not retried)", dropped=True, item_id=item.id)
+        delay = min(policy.latest, policy.later * 2 ** min(failed_flushes - 1, 16))
+        store.retry_later(item.id, error, now + delay)
+        return Delivery(notification, item.channel, False, error, item_id=item.id)
+    _mark_sent(store, item, now)
+    return Delivery(notification, item.channel, True, item_id=item.id)
+
+
+def _mark_sent(store: Any, item: Any, now: float) -> None:
+    # What each alert told the channel was recorded when it was queued (so a second run does not
+    # queue it again); here only the group's last delivery is kept, for `group_interval`.
+    with store.transaction():
+        group = item.payload.get("group")
+        if group:
+            store.set_notified(group, item.channel, True, 0, now)
+        store.delivered(item.id)
