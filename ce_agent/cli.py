@@ -75,13 +75,22 @@ def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, validating=F
         plan, problems = oneshot.load(list(playbooks), list(inventory or []), selection, Registry(), redactor)
     except oneshot.InvalidConfig as exc:
         errors = exc.problems.lines(warnings=False)
-        lines = [redactor.scrub(line) for line in exc.problems.lines(warnings=True) + errors]
-        raise _fail([*lines, f"{len(errors)} error{'s' if len(errors) != 1 else ''}; nothing was run"]) from None
+        lines = [redactor.scrub(line) for line in sorted(exc.problems.lines(warnings=True) + errors, key=_by_place)]
+        tail = "" if validating else "; nothing was run"
+        raise _fail([*lines, f"{len(errors)} error{'s' if len(errors) != 1 else ''}{tail}"]) from None
     for warning in problems.lines(warnings=True):
         typer.echo(redactor.scrub(warning), err=True)
-    if not plan.jobs:
+    if not plan.jobs and not plan.rules and not validating:
         typer.echo("warning: no task matched the hosts, --limit and --tags given; nothing was checked", err=True)
     return plan, redactor
+
+
+def _by_place(line: str) -> tuple[str, int, int]:
+    """Sort key for printed problems: file, then line and column numbers."""
+    import re
+
+    match = re.match(r"^(.*?):(\d+):(\d+): ", line)
+    return (match[1], int(match[2]), int(match[3])) if match else ("", 0, 0)
 
 
 def _interrupt_on_sigterm() -> None:
@@ -132,6 +141,11 @@ def run(
         store.close()
     if report.dropped:
         typer.echo(f"warning: the outbox is full; {report.dropped} oldest notification(s) dropped", err=True)
+    for delivery in report.deliveries:
+        if not delivery.sent and not check:  # cron mails stderr: a channel that is down must show there
+            what = "dropped" if delivery.dropped else "not delivered yet, will retry"
+            typer.echo(redactor.scrub(f"warning: {delivery.channel}: {delivery.notification.title}: {what}: "
+                                      f"{delivery.error}"), err=True)
     if output_format == "json":
         text = output.as_json(report.outcomes, report.deliveries, report.worst)
     else:
@@ -166,6 +180,8 @@ def plugins_list(
 
     if kind is not None and kind not in KINDS:
         raise _fail([f"--kind must be one of {', '.join(KINDS)}, got {kind!r}"])
+    if output_format not in ("text", "json"):
+        raise _fail([f"--format must be text or json, got {output_format!r}"])
     rows = plugindoc.listing(Registry(), [kind] if kind else list(KINDS), load)
     typer.echo(plugindoc.listing_json(rows) if output_format == "json" else plugindoc.listing_text(rows))
 

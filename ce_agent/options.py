@@ -100,7 +100,7 @@ def convert_options(model: type[msgspec.Struct], raw: Mapping[str, Any]) -> tupl
 
 _MAX_COERCIONS = 64
 _NAMED = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*): ")
-_NUMBER_FOR_STR = re.compile(r"^Expected `str[^`]*`, got `(int|float)`$")
+_NUMBER_FOR_STR = re.compile(r"^Expected `str[^`]*`, got `(int|float|bool)`$")
 
 
 def _stringify(data: Any, path: tuple[str | int, ...]) -> bool:
@@ -113,16 +113,23 @@ def _stringify(data: Any, path: tuple[str | int, ...]) -> bool:
         if last == "[...]":  # a dict value whose key msgspec does not name: every number in it
             changed = False
             for key, value in list(node.items()):
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    node[key], changed = _number_text(value), True
+                if isinstance(value, (int, float)):
+                    node[key], changed = _scalar_text(value), True
             return changed
         value = node[last]
     except (KeyError, IndexError, TypeError):
         return False
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not isinstance(value, (int, float)):
         return False
-    node[last] = _number_text(value)
+    node[last] = _scalar_text(value)
     return True
+
+
+def _scalar_text(value: int | float | bool) -> str:
+    """A YAML scalar as the text the user wrote: `true`, `8080`, `0.5`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _number_text(value)
 
 
 def _hint(name: str, valid: list[str]) -> str:

@@ -221,6 +221,7 @@ class _Builder:
         self._host_vars: dict[str, dict[str, Any]] = {}
         self._plugin_errors: dict[tuple[str, str], str] = {}
         self._alerting: dict[str, Any] = {}
+        self._unknown_channels: set[tuple[Location | None, str]] = set()
         self._plays = {}  # name -> Play, for channels of notifications queued by earlier runs
 
     def _vars(self, host: str) -> dict[str, Any]:
@@ -299,7 +300,7 @@ class _Builder:
                     and task.plugin not in self.registry.duplicates(task.kind)
                 ):
                     self.problems.warn(task.plugin_loc, self._plugin_errors[key])
-                    jobs.append(self._broken_job(play, host, task, self._plugin_errors[key]))
+                    jobs.append(self._broken_job(play, host, task, self._plugin_errors[key], play_scope))
                 else:
                     self.problems.add(task.plugin_loc, self._plugin_errors[key])
                 continue
@@ -309,11 +310,15 @@ class _Builder:
                 jobs.append(job)
         return jobs
 
-    def _broken_job(self, play: Play, host: str, task: Task, error: str) -> Job:
+    def _broken_job(self, play: Play, host: str, task: Task, error: str, scope: VarScope) -> Job:
         name = task.name if not has_template(task.name) else task.plugin
+        # its channels still matter: the task is UNKNOWN, and that is an alert like any other
+        channels = [c for n, loc in zip(task.notify, task.notify_locs)
+                    if (c := self._resolve_channel(host, n, loc, scope)) is not None]
         return Job(
             kind=task.kind, play=play.name, host=host, name=name, plugin_name=task.plugin, plugin=type(None),
             options=None, context=TaskContext(task=name, host=host, play=play.name), task=task, load_error=error,
+            notify=channels,
         )
 
     def _render(self, value: Any, scope: VarScope, loc: Location | None, what: str) -> tuple[Any, bool]:
@@ -361,7 +366,11 @@ class _Builder:
         severity, good = self._render(task.severity, scope, task.key_locs.get("severity"), "severity")
         ok &= good
         channels = []
+        seen: set[str] = set()
         for channel_name, loc in zip(task.notify, task.notify_locs):
+            if channel_name in seen:  # `notify: [hook, hook]` tells the channel once
+                continue
+            seen.add(channel_name)
             channel = self._resolve_channel(host, channel_name, loc, scope)
             if channel is None:
                 ok = False
@@ -392,6 +401,9 @@ class _Builder:
             self.problems.add(getattr(channels, "loc", loc), "'channels' must be a mapping of channel names")
             return None
         if name not in channels:
+            if (loc, name) in self._unknown_channels:
+                return None  # said once for this line, not once per host
+            self._unknown_channels.add((loc, name))
             known = sorted(map(str, channels))
             hint = difflib.get_close_matches(name, known, n=1)
             self.problems.add(

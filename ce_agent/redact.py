@@ -27,6 +27,8 @@ _TOKEN_MIN = 8
 #: in http(s) URLs a path segment or query value must be this long, with letters and digits, to be a
 #: token; elsewhere a user name this long is taken for a key (pagerduty://INTEGRATIONKEY@APIKEY)
 _WEB_TOKEN_MIN = 16
+#: env/file values shorter than this are taken for settings (`prod`, `eu-1`), not secrets
+_LOOKUP_MIN = 6
 #: secrets shorter than this are masked only where not part of a longer word
 _SHORT = 4
 
@@ -162,18 +164,32 @@ class Redactor:
             self._secrets = self._secrets | _variants(secret)
 
     def add_lookup(self, value: str) -> None:
-        """A value read by `{{ env.X }}` or `{{ file(P) }}`: secret unless it is a short number.
+        """A value read by `{{ env.X }}` or `{{ file(P) }}`: a secret, unless it is short or a plain number.
 
-        Short numbers (ports, counts, thresholds: under 8 digits) are left readable, or every `80`
-        in a report would be masked. A value pasted into a URL unencoded is split by the URL's
-        delimiters, so each piece is masked too."""
+        Values under 6 characters and numbers under 8 digits (ports, counts, names like `prod`) stay
+        readable, or every `80` in a report would be masked. A URL is judged as a channel URL is
+        (its password and tokens); every line of a multi-line value counts on its own; a value
+        pasted into a URL unencoded is split at the URL's delimiters, so each long piece is masked."""
         text = value.strip()
-        if not text or (text.isdigit() and len(text) < 8):
+        if len(text) < _LOOKUP_MIN or (text.isdigit() and len(text) < 8):
+            return
+        if _SCHEME.match(text) and "\n" not in text:
+            self.add_url(text)
             return
         self.add(value)
-        for piece in re.split(r"[/?@:#&=]", text):
-            if len(piece) >= _SHORT and piece != text:
-                self.add(piece)
+        lines = [line.strip() for line in text.splitlines()]
+        for line in lines:
+            if line != text and len(line) >= _LOOKUP_MIN:
+                self.add(line)
+            # an unencoded password in a URL is cut at its delimiters by whoever parses the URL:
+            # each piece, and what stands before and after each delimiter, is masked too
+            cuts = [m.start() for m in re.finditer(r"[/?@:#&=]", line)]
+            if len(line) < 8 or not cuts:
+                continue
+            pieces = re.split(r"[/?@:#&=]", line) + [line[:c] for c in cuts] + [line[c + 1 :] for c in cuts]
+            for piece in pieces:
+                if len(piece) >= _SHORT and not (piece.isdigit() and len(piece) < 8):
+                    self.add(piece)
 
     def add_url(self, url: str) -> None:
         """Register the credentials of an Apprise (or plain) URL: password, tokens in host, path and query."""

@@ -39,6 +39,12 @@ def run_job(job: Any) -> tuple[Result, list[Metric]]:
     result = plugin.run()
     if not isinstance(result, Result):
         raise TypeError(f"run() returned {type(result).__name__}, not a Result")
+    if not isinstance(result.status, Status):
+        # a plain exit code (2) is what a Nagios author writes; anything else is not a status at all
+        if isinstance(result.status, int) and not isinstance(result.status, bool):
+            result = Result(Status.from_code(result.status), result.summary, result.metrics, result.details)
+        else:
+            raise TypeError(f"run() returned a Result whose status is {result.status!r}, not a Status")
     return result, []
 
 
@@ -53,12 +59,25 @@ def _error_result(exc: BaseException, scrub: Scrub) -> tuple[Result, str]:
     return Result(Status.UNKNOWN, scrub(f"{type(exc).__name__}: {first_line}")), scrub(trace)
 
 
+MAX_SUMMARY = 1024
+MAX_DETAILS = 64 * 1024
+MAX_METRICS = 1000
+
+
+def _clip(text: str, limit: int) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 20] + f" … ({len(text) - limit + 20} more)"
+
+
 def _scrubbed(result: Result, scrub: Scrub) -> Result:
-    """The result with every text a plugin chose scrubbed: summary, long output, metric labels."""
+    """The result with every text a plugin chose scrubbed (summary, long output, metric labels) and
+    bounded in size: one line of summary, 64 KiB of long output, 1000 metrics."""
     metrics = [
-        replace(m, labels={k: scrub(str(v)) for k, v in m.labels.items()}) if m.labels else m for m in result.metrics
+        replace(m, labels={k: scrub(str(v)) for k, v in m.labels.items()}) if m.labels else m
+        for m in result.metrics[:MAX_METRICS]
     ]
-    return Result(result.status, scrub(result.summary), metrics, scrub(result.details))
+    summary = " ".join(str(result.summary).split("\n", 1)[0].split()) if result.summary else ""
+    return Result(result.status, scrub(_clip(summary, MAX_SUMMARY)), metrics, scrub(_clip(result.details, MAX_DETAILS)))
 
 
 def execute(

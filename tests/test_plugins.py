@@ -31,6 +31,11 @@ def test_plugins_list_shows_builtins_and_installed_packages(agent: Agent) -> Non
     assert "ModuleNotFoundError" in broken["status"]
 
 
+def test_plugins_list_refuses_an_unknown_format(agent: Agent) -> None:
+    ran = agent("plugins", "list", "--format", "xml")
+    assert ran.code == 2 and "--format must be text or json" in ran.err
+
+
 def test_plugins_list_text(agent: Agent) -> None:
     ran = agent("plugins", "list", "--kind", "notifier")
     assert ran.code == 0
@@ -88,6 +93,11 @@ def test_a_broken_plugin_breaks_only_the_tasks_that_use_it(agent: Agent) -> None
     assert results["fine"]["status"] == "OK"
     assert results["uses the broken package"]["status"] == "UNKNOWN"
     assert re.fullmatch(error, results["uses the broken package"]["summary"])
+    agent.write("inventory.yml", "all:\n  vars:\n    channels:\n      log: {file: {path: alerts.jsonl}}\n"
+                "  hosts:\n    localhost: {}\n")
+    agent.write("notify.yml", "- hosts: localhost\n  checks:\n    - {name: b, broken: {}, notify: [log]}\n")
+    assert agent("run", "notify.yml", "-i", "inventory.yml").code == 3
+    assert "[UNKNOWN] b on localhost" in (agent.cwd / "alerts.jsonl").read_text()  # still an alert
     validated = agent("validate", "site.yml")  # validate still calls it an error
     assert validated.code == 2
     assert re.search(r"site.yml:8:7: " + error, validated.err), validated.err

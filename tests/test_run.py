@@ -317,3 +317,29 @@ def test_exclusion_only_limit_starts_from_all(agent: Agent) -> None:
     ran = agent("run", playbook(agent, "    - fixed: {}\n", hosts="all"), "-i", "inventory.yml", "--limit", "!web1",
                 "--format", "json")
     assert [r["host"] for r in ran.json()["results"]] == ["localhost", "web2"]
+
+
+@pytest.mark.parametrize(
+    "code, status", [pytest.param(2, "CRITICAL", id="2 is CRITICAL"), pytest.param(7, "UNKNOWN", id="7 is UNKNOWN")]
+)
+def test_a_plain_int_status_is_read_as_an_exit_code(agent: Agent, code: int, status: str) -> None:
+    ran = agent("run", playbook(agent, f"    - exitcode: {{code: {code}}}\n"), "-i", "inventory.yml", "--format", "json")
+    assert ran.json()["results"][0]["status"] == status
+    assert "Traceback" not in ran.err
+
+
+def test_every_line_of_a_multi_line_secret_is_masked(agent: Agent) -> None:
+    agent.write("multi.txt", "line1pass\nSECONDLINE-TOKEN\n")
+    checks = """\
+    - name: Leaky
+      command: {argv: [sh, -c, 'printf "CRITICAL - %s\\n" "$1"; exit 2', x, "{{ file('multi.txt') }}"]}
+"""
+    ran = agent("run", playbook(agent, checks), "-i", "inventory.yml", "-v")
+    assert ran.code == 2
+    assert "line1pass" not in ran.out and "SECONDLINE-TOKEN" not in ran.out, ran.out
+
+
+def test_a_huge_template_result_is_refused(agent: Agent) -> None:
+    ran = agent("validate", playbook(agent, "    - disk: {path: \"{{ 'a' * 10**9 }}\"}\n"), "-i", "inventory.yml")
+    assert ran.code == 2
+    assert "the result would be longer than 1000000" in ran.err

@@ -121,6 +121,7 @@ def test_a_down_channel_never_shows_its_password(agent: Agent, dead_port: int, w
     ran = agent("run", "site.yml", "-i", "inventory.yml", "--format", "json", env=fresh)
     notes = ran.json()["notifications"]
     assert [n["channel"] for n in notes] == ["down", "envsecret", "bad"]
+    assert "warning: down: [CRITICAL] Root disk on web1: not delivered yet, will retry:" in ran.err
     assert [n["sent"] for n in notes] == [False, False, False]
     assert all(n["error"] for n in notes)
 

@@ -54,6 +54,20 @@ class CommandCheck(Check):
             msgspec.Meta(description="CRITICAL when the first perfdata value is above (or outside this range)."),
         ] = None
 
+        def __post_init__(self) -> None:
+            # checked when the playbook loads, so `validate` reports it with the file and line
+            if (self.argv is None) == (self.cmd is None):
+                raise ValueError("give exactly one of 'argv' (a list) or 'cmd' (a command line)")
+            if self.cmd is not None:
+                try:
+                    words = shlex.split(self.cmd)
+                except ValueError as exc:
+                    raise ValueError(f"cmd: cannot split it like a shell would: {exc}") from None
+            else:
+                words = list(self.argv or [])
+            if not words or not words[0]:
+                raise ValueError(f"{'cmd' if self.cmd is not None else 'argv'}: the command is empty")
+
     EXAMPLES = """\
 - name: Load average
   command: "/usr/lib/nagios/plugins/check_load -w 5,4,3 -c 10,8,6"

@@ -40,6 +40,8 @@ class DnsCheck(Check):
         ] = "any"
 
         def __post_init__(self) -> None:
+            if not self.name.strip():
+                raise ValueError("name: the name to resolve is empty")
             try:
                 self.name.encode("idna")
             except UnicodeError:

@@ -73,7 +73,7 @@ class SystemdUnitCheck(Check):
 
     class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         unit: Annotated[
-            str, msgspec.Meta(description="The unit, e.g. nginx (.service is added when there is no unit type).")
+            str, msgspec.Meta(min_length=1, description="The unit, e.g. nginx (.service is added when there is no unit type).")
         ]
         expect: Annotated[
             str, msgspec.Meta(description="The ActiveState that is OK: active, inactive, failed, ...")

@@ -63,6 +63,29 @@ def _urlquote(value: object) -> str:
     return quote(str(value), safe="")
 
 
+MAX_RESULT = 1_000_000  # characters or items one template operation may produce
+
+
+def _bounded_sandbox() -> type:
+    """Jinja2's immutable sandbox, with `*` and `**` bounded: `{{ 'a' * 10**9 }}` is an error, not 1 GB."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**":
+                if isinstance(right, (int, float)) and abs(right) > 1000 and not isinstance(left, float):
+                    raise SecurityError(f"exponent {right!r} is too large")
+                return left**right
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > MAX_RESULT:
+                    raise SecurityError(f"the result would be longer than {MAX_RESULT}")
+            return left * right
+
+    return BoundedSandbox
+
+
 class Templar:
     """Renders values for one host: variables may refer to each other and are resolved on demand."""
 
@@ -77,9 +100,8 @@ class Templar:
         if self._env is None:
             # Imported on first use: a playbook without templates never pays for Jinja2.
             from jinja2 import StrictUndefined
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-            env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+            env = _bounded_sandbox()(undefined=StrictUndefined, keep_trailing_newline=True)
             env.globals["env"] = EnvironmentVariables(self._environ, self._on_secret)
             env.globals["file"] = self._read_file
             env.filters["urlquote"] = _urlquote

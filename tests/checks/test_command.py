@@ -204,26 +204,31 @@ def test_stdin_is_empty(make_check: MakeCheck) -> None:
             "cannot use directory '/nonexistent-dir': No such file or directory",
             id="missing cwd",
         ),
-        pytest.param(
-            {"argv": ["true"], "cmd": "true"},
-            "command: give exactly one of 'argv' (a list) or 'cmd' (a command line)",
-            id="both argv and cmd",
-        ),
-        pytest.param(
-            {}, "command: give exactly one of 'argv' (a list) or 'cmd' (a command line)", id="neither argv nor cmd"
-        ),
-        pytest.param({"cmd": "   "}, "command: the command is empty", id="blank cmd"),
-        pytest.param({"argv": []}, "command: the command is empty", id="empty argv"),
-        pytest.param(
-            {"cmd": "echo 'unclosed"},
-            "command: cannot split cmd \"echo 'unclosed\": No closing quotation",
-            id="bad quoting",
-        ),
     ],
 )
 def test_cannot_run(make_check: MakeCheck, raw: dict, summary: str) -> None:
     result = run(make_check, raw)
     assert (result.status, result.summary) == (Status.UNKNOWN, summary)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param({"argv": ["true"], "cmd": "true"}, "give exactly one of 'argv' (a list) or 'cmd' (a command line)",
+                     id="both argv and cmd"),
+        pytest.param({}, "give exactly one of 'argv' (a list) or 'cmd' (a command line)", id="neither argv nor cmd"),
+        pytest.param({"cmd": "   "}, "cmd: the command is empty", id="blank cmd"),
+        pytest.param({"argv": []}, "argv: the command is empty", id="empty argv"),
+        pytest.param({"cmd": "echo 'unclosed"}, "cmd: cannot split it like a shell would: No closing quotation",
+                     id="bad quoting"),
+    ],
+)
+def test_options_refused_when_the_playbook_loads(raw: dict, message: str) -> None:
+    from ce_agent.options import convert_options
+
+    options, errors = convert_options(CommandCheck.Options, raw)
+    assert options is None
+    assert [e.message for e in errors] == [message]
 
 
 def test_script_without_shebang_is_unknown(make_check: MakeCheck, tmp_path: Path) -> None:
