@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -52,7 +53,7 @@ def _fail(lines: list[str], code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, validating=False):  # type: ignore[no-untyped-def]
+def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, validating=False, state_dir=None):  # type: ignore[no-untyped-def]
     from ce_agent import oneshot
     from ce_agent.plan import Selection
     from ce_agent.redact import Redactor
@@ -70,6 +71,7 @@ def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, validating=F
         extra_vars=parsed_vars,
         check_schedules=validating,
         broken_plugins_run=not validating,
+        state_dir=state_dir,
     )
     try:
         plan, problems = oneshot.load(list(playbooks), list(inventory or []), selection, Registry(), redactor)
@@ -122,8 +124,11 @@ def run(
         raise _fail([f"--format must be text or json, got {output_format!r}"])
     from ce_agent import oneshot, output
 
-    plan, redactor = _load(playbooks, inventory, limit, tags, skip_tags, extra_vars)
-    if not plan.jobs:
+    from ce_agent.store import default_state_dir
+
+    state_dir = state_dir or default_state_dir(os.environ, os.geteuid(), Path.home())
+    plan, redactor = _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, state_dir=state_dir)
+    if not plan.jobs and not plan.rules:
         raise typer.Exit(3)  # nothing checked is not OK: UNKNOWN, as Nagios says of a check that cannot tell
     _interrupt_on_sigterm()
     import contextlib

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
@@ -89,6 +90,7 @@ class TaskContext:
     play: str = ""
     hostvars: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 30.0
+    state_dir: Path | None = None  # where the agent keeps its state (for checks such as `heartbeat`)
 
     @property
     def address(self) -> str:

@@ -132,7 +132,7 @@ def run(
     scrub = redactor.scrub
     deliveries: list[outbox.Delivery] = []
     if not check_mode:
-        deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock()).attempted
+        deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock(), plan.delivery).attempted
     outcomes = execute(plan.jobs, forks=forks, scrub=scrub)
     now = clock()
     if not check_mode:
@@ -175,9 +175,10 @@ def run(
                       and p.kind not in ("held", "forget")]
             payload = {"notification": notification.as_dict(), "host": host, "play": notification.play,
                        "group": group, "alerts": alerts}
-            dropped += store.enqueue(notification.channel, group, notification.kind, payload, now, due=due)
+            dropped += store.enqueue(notification.channel, group, notification.kind, payload, now,
+                                     max_items=plan.delivery.outbox_size, due=due)
     report.dropped = dropped
-    report.deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock()).attempted
+    report.deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock(), plan.delivery).attempted
     return report
 
 

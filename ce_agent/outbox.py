@@ -19,7 +19,9 @@ Scrub = Callable[[str], str]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard one flush tries (tenacity), and when the next flush tries again."""
+    """How hard one flush tries (tenacity), and when the next flush tries again.
+
+    Set in the inventory as `delivery: {attempts: 3, retry_after: 1m, max_retry_after: 1h, outbox_size: 10000}`."""
 
     attempts: int = 3  # tries of one notification within a flush
     initial_wait: float = 0.2  # exponential backoff with jitter between those tries (a blip, not an outage)
@@ -27,6 +29,37 @@ class RetryPolicy:
     default_timeout: float = 30.0  # per attempt, for notifiers without a `timeout` option
     later: float = 60.0  # after a failed flush: later * 2**(failed flushes - 1), at most `latest`
     latest: float = 3600.0
+    outbox_size: int = 10_000  # the oldest notifications are dropped (and counted) beyond this
+
+
+DELIVERY_KEYS = ("attempts", "retry_after", "max_retry_after", "outbox_size")
+
+
+def policy_from(spec: Any) -> RetryPolicy:
+    """The inventory's `delivery:` mapping as a RetryPolicy; ValueError naming the key at fault."""
+    from ce_agent.durations import parse_duration
+
+    if spec is None:
+        return RetryPolicy()
+    if not isinstance(spec, Mapping):
+        raise ValueError("'delivery' must be a mapping (attempts, retry_after, max_retry_after, outbox_size)")
+    for key in spec:
+        if key not in DELIVERY_KEYS:
+            raise ValueError(f"unknown key {key!r} in delivery; valid keys: {', '.join(DELIVERY_KEYS)}")
+    values: dict[str, Any] = {}
+    for key, attr in (("attempts", "attempts"), ("outbox_size", "outbox_size")):
+        if key in spec:
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"delivery.{key} must be a whole number of at least 1, got {value!r}")
+            values[attr] = value
+    for key, attr in (("retry_after", "later"), ("max_retry_after", "latest")):
+        if key in spec:
+            try:
+                values[attr] = parse_duration(spec[key])
+            except ValueError as exc:
+                raise ValueError(f"delivery.{key}: {exc}") from None
+    return RetryPolicy(**values)
 
 
 @dataclass

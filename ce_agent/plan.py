@@ -59,6 +59,7 @@ class Selection:
     tags: set[str] = field(default_factory=set)
     skip_tags: set[str] = field(default_factory=set)
     extra_vars: dict[str, Any] = field(default_factory=dict)
+    state_dir: Path | None = None  # handed to plugins (TaskContext.state_dir)
     # `validate` checks more at a cost `run` should not pay: cron syntax (croniter), Apprise URLs (apprise)
     check_schedules: bool = False
     # `run`: a plugin that is installed but fails to import makes its tasks UNKNOWN, and only those
@@ -79,6 +80,11 @@ class Plan:
     def alerting(self, host: str) -> Any:
         """Routes, inhibition rules and maintenance windows for a host (validated when loading)."""
         return self.builder.alerting(host)
+
+    @property
+    def delivery(self) -> Any:
+        """The outbox's retry policy, from the `delivery` variable of `all` (see outbox.RetryPolicy)."""
+        return self.builder.delivery()
 
     def resolve_channel(self, name: str, payload: Mapping[str, Any]) -> Channel | None:
         """A channel as configured now, for a notification queued by this or an earlier run: as the
@@ -144,6 +150,7 @@ def build_plan(
                 rules[(play.name, host)] = chosen
             if selected or chosen:
                 builder.alerting(host)  # validate the host's routes, inhibit rules and maintenance now
+    builder.delivery()
     return Plan(jobs, inventory, plays, rules, builder)
 
 
@@ -270,6 +277,22 @@ class _Builder:
         self._alerting[host] = config
         return config
 
+    def delivery(self) -> Any:
+        """`delivery:` from the variables every host shares (group `all`); problems reported once."""
+        if "delivery" not in self._alerting:
+            from ce_agent.outbox import RetryPolicy, policy_from
+
+            spec = self.inventory.groups["all"].vars.get("delivery")
+            for layer in self.inventory.group_vars.get("all", []):
+                spec = layer.get("delivery", spec)
+            try:
+                self._alerting["delivery"] = policy_from(spec)
+            except ValueError as exc:
+                loc = spec.loc if isinstance(spec, LocDict) else None
+                self.problems.add(loc, str(exc))
+                self._alerting["delivery"] = RetryPolicy()
+        return self._alerting["delivery"]
+
     def channel_for_delivery(self, name: str, host: str, play: str) -> Channel | None:
         """Resolve a channel quietly (no problems recorded): for notifications waiting in the outbox."""
         layers = [self._vars(host)]
@@ -378,7 +401,8 @@ class _Builder:
                 channels.append(channel)
         if not ok:
             return None
-        context = TaskContext(task=str(name), host=host, play=play.name, hostvars=scope, timeout=float(timeout))
+        context = TaskContext(task=str(name), host=host, play=play.name, hostvars=scope, timeout=float(timeout),
+                              state_dir=self.selection.state_dir)
         return Job(
             kind=task.kind,
             play=play.name,
