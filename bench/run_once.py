@@ -69,6 +69,8 @@ def main() -> None:
     python = sys.executable
     agent = [python, "-m", "ce_agent"]
     work = Path(tempfile.mkdtemp(prefix="ce-bench-"))
+    env["CE_AGENT_STATE_DIR"] = str(work / "state")  # the runs keep alert state, as from cron
+    env["TMPDIR"] = str(work)  # the fresh state directories below are removed with it
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     (work / "inventory.yml").write_text(
@@ -81,7 +83,11 @@ def main() -> None:
         "system python3 -c pass (no venv)": ["/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "python3", "-c", "pass"],
         "5 Nagios plugins, shell loop": ["sh", "-c", loop],
         "ce-agent run, 10 checks": [*agent, "run", str(HERE / "ten-checks.yml"), "--format", "json"],
-        "ce-agent run, 1 notification": [*agent, "run", str(HERE / "notify-one.yml"), "-i", "inventory.yml"],
+        # a fresh state directory each time, so the alert is new and the notification really goes out
+        "ce-agent run, 1 notification": [
+            "sh", "-c", 'CE_AGENT_STATE_DIR="$(mktemp -d)" exec "$@"', "sh",
+            *agent, "run", str(HERE / "notify-one.yml"), "-i", "inventory.yml",
+        ],
     }
     if args.ansible and shutil.which("ansible-playbook"):
         (work / "ansible.yml").write_text(
