@@ -21,6 +21,10 @@ app = typer.Typer(
 )
 plugins_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Discover plugins and read their documentation.")
 app.add_typer(plugins_app, name="plugins")
+alerts_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Active alerts, their history, and silences.")
+app.add_typer(alerts_app, name="alerts")
+notify_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Try the notification channels.")
+app.add_typer(notify_app, name="notify")
 
 EXIT_USAGE = 2
 
@@ -203,6 +207,138 @@ def plugins_doc(
         typer.echo(plugindoc.document(Registry(), name))
     except UserError as exc:
         raise _fail([f"error: {exc}"]) from None
+
+
+FormatOpt = Annotated[str, typer.Option("--format", help="text or json.")]
+
+
+def _state_dir(state_dir: Path | None) -> Path:
+    from ce_agent.store import default_state_dir
+
+    return state_dir or default_state_dir(os.environ, os.geteuid(), Path.home())
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser() or "unknown"
+    except Exception:  # noqa: BLE001 - no login name (a container without an entry in /etc/passwd)
+        return "unknown"
+
+
+def _warn(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _alertcmd(call, *args):  # type: ignore[no-untyped-def]
+    """Run an alertcmds function at the current time: its user errors become lines on stderr and exit 2."""
+    import time
+
+    from ce_agent import alertcmds
+
+    try:
+        return call(*args, now=time.time(), warn=_warn)
+    except alertcmds.CommandFailed as exc:
+        raise _fail(exc.lines) from None
+    except UserError as exc:
+        raise _fail([f"error: {exc}"]) from None
+
+
+@alerts_app.command("list")
+def alerts_list(state_dir: StateDirOpt = None, output_format: FormatOpt = "text") -> None:
+    """Active alerts (pending or firing): labels, state, since when, status, silenced, flapping."""
+    from ce_agent import alertcmds
+
+    typer.echo(_alertcmd(alertcmds.list_alerts, _state_dir(state_dir), output_format))
+
+
+@alerts_app.command("history")
+def alerts_history(
+    since: Annotated[str, typer.Option("--since", help="How far back: 1h, 7d, ...")] = "7d",
+    state_dir: StateDirOpt = None,
+    output_format: FormatOpt = "text",
+) -> None:
+    """Alert events (firing, resolved, flapping_start, flapping_stop), oldest first."""
+    from ce_agent import alertcmds
+
+    typer.echo(_alertcmd(alertcmds.history, _state_dir(state_dir), since, output_format))
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    match: Annotated[
+        Optional[list[str]],
+        typer.Option("--match", "-m", show_default=False,
+                     help='A label matcher: severity=critical, host=~"web.*", check!=disk (repeatable; all must match).'),
+    ] = None,
+    duration: Annotated[
+        str, typer.Option("--duration", "-d", show_default=False, help="How long: 30m, 2h, 1d.")
+    ] = ...,  # type: ignore[assignment]  # typer: required, yet after --match in the help
+    comment: Annotated[str, typer.Option("--comment", "-c", help="Why (shown by `alerts silences`).")] = "",
+    start: Annotated[
+        Optional[str], typer.Option("--start", show_default=False, help="When it starts (ISO 8601) [default: now].")
+    ] = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Silence the alerts matching every --match for a while: they change state, but nobody is notified."""
+    from ce_agent import alertcmds
+
+    typer.echo(_alertcmd(alertcmds.add_silence, _state_dir(state_dir), match or [], duration, comment, start, _user()))
+
+
+@alerts_app.command("silences")
+def alerts_silences(
+    show_all: Annotated[bool, typer.Option("--all", help="Expired silences too.")] = False,
+    state_dir: StateDirOpt = None,
+    output_format: FormatOpt = "text",
+) -> None:
+    """Silences in force or still to come (with --all, the expired ones kept too)."""
+    from ce_agent import alertcmds
+
+    typer.echo(_alertcmd(alertcmds.list_silences, _state_dir(state_dir), show_all, output_format))
+
+
+@alerts_app.command("unsilence")
+def alerts_unsilence(
+    silence_id: Annotated[str, typer.Argument(metavar="ID", help="The silence's id (see `alerts silences`).")],
+    state_dir: StateDirOpt = None,
+) -> None:
+    """End a silence now."""
+    from ce_agent import alertcmds
+
+    typer.echo(_alertcmd(alertcmds.unsilence, _state_dir(state_dir), silence_id))
+
+
+@notify_app.command("test")
+def notify_test(
+    channel: Annotated[str, typer.Argument(help="A channel named in the inventory's `channels`.")],
+    inventory: InventoryOpt = None,
+    host: Annotated[
+        Optional[str],
+        typer.Option("--host", show_default=False,
+                     help="Resolve the channel for this host [default: localhost, or the inventory's only host]."),
+    ] = None,
+) -> None:
+    """Send a test message (a fire drill) down one channel; exit 0 when it was accepted, 2 otherwise."""
+    from ce_agent import alertcmds
+
+    typer.echo(_alertcmd(alertcmds.notify_test, list(inventory or []), channel, host, os.environ, _user()))
+
+
+@app.command()
+def ping(
+    name: Annotated[str, typer.Argument(help="The heartbeat's name ([A-Za-z0-9_.-]+), as the heartbeat check names it.")],
+    start: Annotated[bool, typer.Option("--start", help="The job has started (it is running).")] = False,
+    fail: Annotated[bool, typer.Option("--fail", help="The job has failed.")] = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Record a heartbeat of a cron job for the `heartbeat` check; prints nothing when recorded."""
+    from ce_agent import alertcmds
+
+    if start and fail:
+        raise _fail(["error: give --start or --fail, not both"])
+    _alertcmd(alertcmds.ping, _state_dir(state_dir), name, "start" if start else "fail" if fail else "success")
 
 
 def _version(value: bool) -> None:

@@ -528,3 +528,12 @@ def _option_loc(raw: Any, path: tuple[str | int, ...], default: Location | None,
         else:
             break
     return loc
+
+
+def resolve_channel_for(
+    inventory: Inventory, host: str, name: str, registry: Registry, templar: Templar, problems: Problems
+) -> Channel | None:
+    """A channel as the inventory alone configures it for `host` (no play or task vars), validated as
+    `run` validates it: for `ce-agent notify test`. None, with the reason in `problems`, when it cannot be used."""
+    builder = _Builder(inventory, registry, templar, Selection(), problems)
+    return builder._resolve_channel(host, name, None, templar.scope([builder._vars(host)]))
