@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from ce_agent.plan import Plan, Selection, build_plan
 from ce_agent.redact import Redactor
 from ce_agent.registry import Registry
 from ce_agent.runner import Outcome, execute
+
+
+PRUNE_CHANCE = 0.05  # about one run in twenty trims the history to its retention
 
 
 class InvalidConfig(Exception):
@@ -98,18 +102,25 @@ def open_store(state_dir: Path | None, now: float, read_only: bool = False) -> t
     """The state store; when the state directory cannot be used, a temporary one (said in a notice).
 
     `read_only` (`--check`) never creates a state directory: without one, it starts from no state."""
+    import atexit
+    import shutil
     import tempfile
 
     from ce_agent.store import Store, StoreError, default_state_dir
 
+    def scratch(prefix: str) -> Path:
+        # a database for this run only: removed when the process exits, not left in /tmp by every run
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        atexit.register(shutil.rmtree, path, True)
+        return path
+
     directory = state_dir or default_state_dir(os.environ, os.geteuid(), Path.home())
     if read_only and not (directory / "state.db").exists():
-        return Store.open(Path(tempfile.mkdtemp(prefix="ce-agent-check-")) / "state.db", now)
+        return Store.open(scratch("ce-agent-check-") / "state.db", now)
     try:
         return Store.open(directory / "state.db", now)
     except StoreError as exc:
-        fallback = Path(tempfile.mkdtemp(prefix="ce-agent-state-"))
-        store, notices = Store.open(fallback / "state.db", now)
+        store, notices = Store.open(scratch("ce-agent-state-") / "state.db", now)
         return store, [f"warning: {exc}; alert state is kept only for this run", *notices]
 
 
@@ -142,12 +153,12 @@ def run(
             for o in outcomes if o.job.kind == "check"
         ])
     stored = store.load_alerts()
-    inputs = sources.from_checks(outcomes)
+    known = {key: labels for key, (labels, _state) in stored.items()}
+    inputs = sources.from_checks(outcomes, known)
     if plan.rules:
         samples: dict[str, list[Any]] = {}
         for o in outcomes:
             samples.setdefault(o.job.host, []).extend(o.samples if o.job.kind == "collector" else o.result.metrics)
-        known = {key: labels for key, (labels, _state) in stored.items()}
         inputs += sources.from_rules(plan.rules, samples, known, _annotator(redactor))
     previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
     silenced = pipeline.silence_matcher(store.silences(now), now)
@@ -171,13 +182,15 @@ def run(
                                    status_of[planned.key], now)
         for notification, host, group, due in evaluation.notifications:
             alerts = [{"key": p.key, "kind": p.kind} for p in evaluation.planned
-                      if p.channel == notification.channel and p.route and p.route.group_key(labels_of[p.key]) == group
-                      and p.kind not in ("held", "forget")]
+                      if p.channel == notification.channel and p.route
+                      and p.route.group_key(labels_of[p.key], p.key) == group and p.kind not in ("held", "forget")]
             payload = {"notification": notification.as_dict(), "host": host, "play": notification.play,
                        "group": group, "alerts": alerts}
             dropped += store.enqueue(notification.channel, group, notification.kind, payload, now,
                                      max_items=plan.delivery.outbox_size, due=due)
     report.dropped = dropped
+    if random.random() < PRUNE_CHANCE:  # retention: cheap enough now and then, wasteful on every cron run
+        store.prune(now)
     report.deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock(), plan.delivery).attempted
     return report
 

@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import FIXTURE_PLUGINS, ROOT, Agent, pip_install_target
 
-BUILTIN_CHECKS = ["command", "cpu", "disk", "dns", "file", "http", "load", "memory", "process", "systemd_unit", "tcp", "tls_cert"]
+BUILTIN_CHECKS = ["command", "cpu", "disk", "dns", "file", "heartbeat", "http", "load", "memory", "process",
+                  "systemd_unit", "tcp", "tls_cert"]
 
 
 def test_plugins_list_shows_builtins_and_installed_packages(agent: Agent) -> None:

@@ -109,9 +109,12 @@ def evaluate(
         state = result.states[alert.key]
         config = config_of(alert.host)
         hold = _hold_reason(alert, state, config, firing, result.states, silenced, now)
-        decision = decide(alert.labels, config.routes, alert.notify)
-        for channel, route in decision.channels():
+        routed = decide(alert.labels, config.routes, alert.notify).channels()
+        elsewhere = _told_elsewhere(alert, routed, config.routes, told) if state.state != "firing" else []
+        for channel, route in routed + elsewhere:
             kinds = _what_to_tell(alert, state, result.events[alert.key], told(alert.key, channel), route, now)
+            if (channel, route) in elsewhere:
+                kinds = [k for k in kinds if k in ("resolved", "forget")]
             if not kinds:
                 continue
             if hold:
@@ -121,7 +124,7 @@ def evaluate(
                 result.planned.append(Planned(alert.key, channel, kind, "", route))
                 if kind == "forget":  # send_resolved: false: the channel is not told, but no longer "told firing"
                     continue
-                group = route.group_key(alert.labels)
+                group = route.group_key(alert.labels, alert.key)
                 entry = groups.setdefault((channel, group), {"alerts": [], "route": route, "host": alert.host})
                 entry["alerts"].append((alert, state, kind))
     for (channel, group), entry in groups.items():
@@ -131,6 +134,23 @@ def evaluate(
         notification = render(channel, entry["alerts"], now, scrub)
         result.notifications.append((notification, entry["host"], group, due))
     return result
+
+
+def _told_elsewhere(alert: AlertInput, routed: Sequence[tuple[str, Route]], routes: Sequence[Route],
+                    told: Callable[[str, str], Mapping[str, Any] | None]) -> list[tuple[str, Route]]:
+    """Channels told that the alert fires that it no longer routes to (its severity went from critical
+    to warning, say): they must hear it resolve all the same, through the route that names them."""
+    seen = {channel for channel, _ in routed}
+    out = []
+    candidates = [(c, r) for r in routes for c in r.channels] + [(c, Route(channels=tuple(alert.notify)))
+                                                                  for c in alert.notify]
+    for channel, route in candidates:
+        if channel in seen:
+            continue
+        seen.add(channel)
+        if (told(alert.key, channel) or {}).get("firing"):
+            out.append((channel, route))
+    return out
 
 
 def _what_to_tell(alert: AlertInput, state: AlertState, events: Sequence[Event], told: Mapping[str, Any] | None,

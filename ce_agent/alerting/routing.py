@@ -30,9 +30,16 @@ class Route:
     send_resolved: bool = True
     index: int = -1  # position in `routes`; -1 for the fallback to the check's `notify:`
 
-    def group_key(self, labels: Mapping[str, str]) -> str:
-        """The notification group of an alert on this route: equal group_by labels share a message."""
+    def group_key(self, labels: Mapping[str, str], alert_key: str = "") -> str:
+        """The notification group of an alert on this route: equal group_by labels share a message.
+
+        `...` (one message per alert) groups by the alert's identity, `alert_key`, rather than by its
+        labels: a check's `severity` follows its status, and the outbox keeps a channel's messages in
+        order per group, so a group that changed with the status would let a "resolved" or a
+        "critical" overtake the "warning" still waiting for a channel that is down."""
         if "..." in self.group_by:
+            if alert_key:
+                return f"route{self.index}:{alert_key}"
             names = sorted(labels)
         else:
             names = list(self.group_by)

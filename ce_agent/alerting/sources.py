@@ -14,8 +14,12 @@ from ce_agent.contracts import Metric, Status
 Annotate = Callable[[str, float | None, Mapping[str, str]], str]
 
 
-def from_checks(outcomes: Sequence[Any]) -> list[AlertInput]:
-    """One alert per check result: active when not OK; HARD after the task's `retries`."""
+def from_checks(outcomes: Sequence[Any], known: Mapping[str, Mapping[str, str]] | None = None) -> list[AlertInput]:
+    """One alert per check result: active when not OK; HARD after the task's `retries`.
+
+    `known` holds the labels each alert had in the previous run: a check that is OK again keeps the
+    severity of its problem, so its "resolved" takes the routes its "firing" took."""
+    known = known or {}
     inputs = []
     names = {(o.job.play, o.job.host, o.job.name) for o in outcomes if o.job.kind == "check"}
     for outcome in outcomes:
@@ -23,12 +27,13 @@ def from_checks(outcomes: Sequence[Any]) -> list[AlertInput]:
         if job.kind != "check":
             continue
         status = result.status
-        severity = job.severity or SEVERITY_OF_STATUS.get(status, "warning")
+        key = check_key(job.play, job.host, job.name)
+        severity = job.severity or SEVERITY_OF_STATUS.get(status) or known.get(key, {}).get("severity") or "warning"
         labels = {**{str(k): str(v) for k, v in job.labels.items()}, "check": job.name, "host": job.host,
                   "play": job.play, "severity": severity}
         inputs.append(
             AlertInput(
-                key=check_key(job.play, job.host, job.name),
+                key=key,
                 labels=labels,
                 observation=Observation(active=status is not Status.OK, status=int(status), summary=result.summary),
                 policy=Policy(retries=job.task.retries),

@@ -132,7 +132,11 @@ all:
             failed = []
         if not result:
             where = ", ".join(failed or names.values())
-            raise DeliveryError(f"delivery to {where} failed{self._reason(lines)}", transient=True)
+            # Apprise tells the HTTP status only in its log line ("... error=400."): a refusal (4xx but
+            # timeouts and rate limits) will not change on a retry, anything else might
+            codes = {int(c) for line in lines for c in re.findall(r"error=(\d{3})\b", line)}
+            refused = bool(codes) and all(400 <= c < 500 and c not in (408, 425, 429) for c in codes)
+            raise DeliveryError(f"delivery to {where} failed{self._reason(lines)}", transient=not refused)
 
     def _reason(self, lines: list[str]) -> str:
         return _reason_text(self.redactor, lines)
