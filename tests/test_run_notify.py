@@ -123,6 +123,10 @@ def test_a_down_channel_never_shows_its_password(agent: Agent, dead_port: int, w
     assert [n["channel"] for n in notes] == ["down", "envsecret", "bad"]
     assert "warning: down: [CRITICAL] Root disk on web1: not delivered yet, will retry:" in ran.err
     assert [n["sent"] for n in notes] == [False, False, False]
+    # nor in the state: the database, its WAL, anything in the state directories
+    for path in agent.cwd.rglob("*"):
+        if path.is_file() and ("state" in path.parts[-2] or path.name.startswith("state.db")):
+            assert CANARY.encode() not in path.read_bytes(), path
     assert all(n["error"] for n in notes)
 
 
