@@ -160,6 +160,12 @@ def run(
         for o in outcomes:
             samples.setdefault(o.job.host, []).extend(o.samples if o.job.kind == "collector" else o.result.metrics)
         inputs += sources.from_rules(plan.rules, samples, known, _annotator(redactor))
+    present = {a.key for a in inputs}
+    ran = {(job.play, job.host) for job in plan.jobs} | set(plan.rules)
+    # plays whose task names are templated are left out: an unselected task's name is not known here
+    defined = {play.name: {t.name for t in play.tasks} | {r.name for r in play.rules} for play in plan.plays
+               if not any("{" in t.name for t in play.tasks)}
+    inputs += sources.vanished({k: labels for k, (labels, _s) in stored.items()}, present, ran, defined)
     previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
     silenced = pipeline.silence_matcher(store.silences(now), now)
     group_sent = lambda group, channel: (store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
@@ -181,13 +187,19 @@ def run(
                 store.set_notified(planned.key, planned.channel, planned.kind in ("firing", "reminder"),
                                    status_of[planned.key], now)
         for notification, host, group, due in evaluation.notifications:
-            alerts = [{"key": p.key, "kind": p.kind} for p in evaluation.planned
+            alerts = [{"key": p.key, "kind": p.kind, "status": status_of[p.key]} for p in evaluation.planned
                       if p.channel == notification.channel and p.route
                       and p.route.group_key(labels_of[p.key], p.key) == group and p.kind not in ("held", "forget")]
             payload = {"notification": notification.as_dict(), "host": host, "play": notification.play,
                        "group": group, "alerts": alerts}
-            dropped += store.enqueue(notification.channel, group, notification.kind, payload, now,
-                                     max_items=plan.delivery.outbox_size, due=due)
+            channel = plan.resolve_channel(notification.channel, payload)
+            urls = list(getattr(getattr(channel, "options", None), "urls", None) or [])
+            # each URL of a channel is its own delivery: one that fails is retried alone
+            for index in range(len(urls)) if len(urls) > 1 else [None]:
+                item = payload if index is None else {**payload, "url_index": index}
+                key = group if index is None else f"{group}#{index}"
+                dropped += store.enqueue(notification.channel, key, notification.kind, item, now,
+                                         max_items=plan.delivery.outbox_size, due=due)
     report.dropped = dropped
     if random.random() < PRUNE_CHANCE:  # retention: cheap enough now and then, wasteful on every cron run
         store.prune(now)

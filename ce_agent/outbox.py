@@ -178,8 +178,10 @@ def _deliver(store: Any, item: Any, resolve: Resolve, scrub: Scrub, now: float, 
     notification = Notification.from_dict(item.payload["notification"])
     host = str(item.payload.get("host", notification.host))
     channel = resolve(item.channel, item.payload)
+    if channel is not None and "url_index" in item.payload:
+        channel = _one_url(channel, int(item.payload["url_index"]))
     if channel is None:
-        store.delivered(item.id)
+        store.dropped(item, now)
         return Delivery(notification, item.channel, False,
                         f"channel {item.channel!r} is no longer configured for {host}; notification dropped",
                         dropped=True, item_id=item.id)
@@ -200,13 +202,26 @@ def _deliver(store: Any, item: Any, resolve: Resolve, scrub: Scrub, now: float, 
                     _mark_sent(store, item, now)
                     return Delivery(notification, item.channel, True, error, via=fallback, item_id=item.id)
         if not exc.transient:
-            store.delivered(item.id)  # a permanent refusal (4xx, a bad URL) is not retried
+            store.dropped(item, now)  # a permanent refusal (4xx, a bad URL) is not retried
             return Delivery(notification, item.channel, False, f"{error} (not retried)", dropped=True, item_id=item.id)
         delay = min(policy.latest, policy.later * 2 ** min(failed_flushes - 1, 16))
         store.retry_later(item.id, error, now + delay)
         return Delivery(notification, item.channel, False, error, item_id=item.id)
     _mark_sent(store, item, now)
     return Delivery(notification, item.channel, True, item_id=item.id)
+
+
+def _one_url(channel: Any, index: int) -> Any:
+    """The channel narrowed to one of its Apprise URLs: each URL of a list is delivered on its own,
+    so a failing one is retried without repeating the message to the others."""
+    import dataclasses
+
+    import msgspec
+
+    urls = list(getattr(channel.options, "urls", None) or [])
+    if index >= len(urls):
+        return None
+    return dataclasses.replace(channel, options=msgspec.structs.replace(channel.options, urls=[urls[index]]))
 
 
 def _mark_sent(store: Any, item: Any, now: float) -> None:

@@ -128,8 +128,11 @@ def _judge(parts: _Parts) -> _Verdict:
             query.append(False)
         else:
             query.append(tokenish(value))
-    # Some services put a key where the user goes (pagerduty://INTEGRATIONKEY@APIKEY): only long ones.
-    user_secret = not web and parts.user is not None and len(unquote(parts.user)) >= _WEB_TOKEN_MIN
+    # Some services put a key where the user goes (pagerduty://INTEGRATIONKEY@APIKEY): a long one, or
+    # any user without a password beside it (then it is the credential itself).
+    user_secret = not web and parts.user is not None and (
+        len(unquote(parts.user)) >= _WEB_TOKEN_MIN or (not parts.password and len(unquote(parts.user)) >= _SHORT)
+    )
     return _Verdict(bool(parts.password), user_secret, host_secret, [tokenish(s) for s in parts.path], query)
 
 

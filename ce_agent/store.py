@@ -463,7 +463,14 @@ class Store:
             excess = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] - max_items
             if excess <= 0:
                 return 0
-            db.execute("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,))
+            # what a failing channel keeps waiting goes first: a healthy channel's news is not dropped
+            # for an outage elsewhere
+            victims = db.execute(
+                "SELECT id, channel, payload FROM outbox ORDER BY (attempts = 0), id LIMIT ?", (excess,)
+            ).fetchall()
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(v[0],) for v in victims])
+            for _id, victim_channel, victim_payload in victims:
+                _forget_told(db, victim_channel, victim_payload, now)
             db.execute(
                 "INSERT INTO counters (name, value) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
@@ -487,6 +494,12 @@ class Store:
     def delivered(self, item_id: int) -> None:
         with self._writing() as db:
             db.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
+
+    def dropped(self, item: OutboxItem, now: float) -> None:
+        """Remove an item that will never be delivered (refused, channel gone), forgetting what it told."""
+        with self._writing() as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
+            _forget_told(db, item.channel, json.dumps(item.payload), now)
 
     def retry_later(self, item_id: int, error: str, due: float) -> None:
         """Count a failed attempt, keep its (already scrubbed) error and try again at `due`."""
@@ -579,6 +592,22 @@ class Store:
     def ping_names(self) -> list[str]:
         with self._reading() as db:
             return [name for (name,) in db.execute("SELECT DISTINCT name FROM pings ORDER BY name")]
+
+
+def _forget_told(db: sqlite3.Connection, channel: str, payload: str, now: float) -> None:
+    """A dropped notification was never heard: the channel is no longer "told firing" for its alerts
+    (so it never gets a resolved for them), but the try is remembered (no resend on every run)."""
+    try:
+        alerts = json.loads(payload).get("alerts", [])
+    except (ValueError, AttributeError):
+        return
+    for alert in alerts:
+        if isinstance(alert, dict) and alert.get("kind") in ("firing", "reminder") and "key" in alert:
+            db.execute(
+                "INSERT INTO notification_log (alert_key, channel, firing, status, last_sent) VALUES (?, ?, 0, ?, ?)"
+                " ON CONFLICT (alert_key, channel) DO UPDATE SET firing = 0",
+                (alert["key"], channel, int(alert.get("status", 0)), now),
+            )
 
 
 def _outbox_item(row: tuple[Any, ...]) -> OutboxItem:

@@ -17,11 +17,16 @@ Rules, applied in this order by `step()`:
 3. firing + active: stays firing (a SOFT failure counts too: only a recovery ends a firing alert).
    firing + not active: stays firing while `now - last_active < keep_firing_for_s`, else
    becomes inactive. `last_active` is the last time an observation was active, in any state.
-4. Flapping (Nagios' algorithm): `history` keeps the last `flap_window` statuses. Each change
+4. Flapping (Nagios' algorithm): `history` keeps the last `flap_window` statuses. A new alert
+   (empty `history`) starts with its first observed status repeated `flap_window` times, as
+   Nagios initialises a service's state history with its current state: flapping is judged from
+   the first result, so a new check that flaps is called flapping after a few changes, not after
+   `flap_window` results (by when it may have settled). Each change
    between consecutive entries i-1 and i (i = 1..n-1) weighs 0.8 (oldest) to 1.2 (newest):
    `0.8 + 0.4 * (i-1) / (n-2)` (1.0 when n == 2); the percent is 100 * the summed weights of the
-   changes / (n-1). Only with a full window (n == flap_window) and flap_detection on: not
-   flapping and percent > flap_high -> "flapping_start"; flapping and percent < flap_low ->
+   changes / (n-1). With flap_detection on and a full window (n == flap_window; always so, except
+   for a stored alert whose history is shorter, e.g. after flap_window grew, until it fills up):
+   not flapping and percent > flap_high -> "flapping_start"; flapping and percent < flap_low ->
    "flapping_stop". Between the two, the previous flapping state holds (hysteresis). Turning
    flap_detection off stops a flapping alert ("flapping_stop").
 5. The channel (what was last announced) is kept apart from the state: `announced` is True when
@@ -174,7 +179,11 @@ def step(prev: AlertState, obs: Observation, policy: Policy, now: float) -> tupl
         state, since = INACTIVE, now
 
     events: list[Event] = []
-    history = (prev.history + (obs.status,))[-policy.flap_window :]
+    # Nagios starts a new service's state history filled with its first state, so flapping is judged
+    # from the first result: waiting for flap_window real results would announce every change of a
+    # new check that flaps and then call it flapping long after it had settled.
+    seed = prev.history or (obs.status,) * policy.flap_window
+    history = (seed + (obs.status,))[-policy.flap_window :]
     percent = flap_percent(history)
     flapping = prev.flapping
     if flapping and not policy.flap_detection:

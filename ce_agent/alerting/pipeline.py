@@ -69,8 +69,14 @@ def check_key(play: str, host: str, check: str) -> str:
 
 
 def rule_key(play: str, host: str, alertname: str, labels: Mapping[str, str]) -> str:
-    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    return f'alert{{alertname="{alertname}",host="{host}",play="{play}"}}{{{inner}}}'
+    """A rule alert's identity: its name, host and play, and its other labels (series, rule labels,
+    severity), so two rules of one name (a warning and a critical one) are two alerts."""
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k not in ("alertname", "host", "play"))
+    return f'alert{{alertname="{alertname}",host="{host}",play="{play}"' + (f",{inner}}}" if inner else "}")
+
+
+def rule_prefix(play: str, host: str, alertname: str) -> str:
+    return f'alert{{alertname="{alertname}",host="{host}",play="{play}"'
 
 
 def state_from_json(data: Mapping[str, Any] | None) -> AlertState:
@@ -159,10 +165,19 @@ def _what_to_tell(alert: AlertInput, state: AlertState, events: Sequence[Event],
     if state.flapping:
         return kinds  # firing/resolved wait until the flapping stops
     was_firing = bool(told and told.get("firing"))
+    status = alert.observation.status
+    last_sent = float((told or {}).get("last_sent") or 0)
     if state.state == "firing":
-        if not was_firing or told.get("status") != alert.observation.status:  # type: ignore[union-attr]
-            kinds.append("firing")
-        elif now - float(told.get("last_sent") or 0) >= route.repeat_interval:  # type: ignore[union-attr]
+        if not was_firing:
+            # A firing the channel refused or never got (dropped) is tried again only after
+            # repeat_interval, or when the status changes: never once per cron run.
+            tried = (told is not None and told.get("status") == status and last_sent >= (state.fired_at or 0)
+                     and now - last_sent < route.repeat_interval)
+            if not tried and alert.observation.active:
+                kinds.append("firing")
+        elif alert.observation.active and told.get("status") != status:  # type: ignore[union-attr]
+            kinds.append("firing")  # a hard state change (WARNING -> CRITICAL); not while only kept firing
+        elif now - last_sent >= route.repeat_interval:
             kinds.append("reminder")
     elif was_firing:
         kinds.append("resolved" if route.send_resolved else "forget")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ce_agent.alerting.evaluator import Observation, Policy
-from ce_agent.alerting.pipeline import SEVERITY_OF_STATUS, AlertInput, check_key, rule_key
+from ce_agent.alerting.pipeline import SEVERITY_OF_STATUS, AlertInput, check_key, rule_key, rule_prefix
 from ce_agent.contracts import Metric, Status
 
 #: render a rule's annotation for one series: (text, value, labels) -> text
@@ -66,21 +66,28 @@ def from_rules(
                 if not rule.expr.selects(sample.name, sample.labels):
                     continue
                 series = {str(k): str(v) for k, v in sample.labels.items()}
-                key = rule_key(play, host, rule.name, series)
+                key = rule_key(play, host, rule.name, {**series, **_rule_labels(rule)})
                 if key in seen:
                     continue
                 seen.add(key)
                 inputs.append(_rule_input(rule, play, host, series, key, sample.value, sample, annotate,
                                           status_of_severity))
             # a series that disappeared (a mount unmounted, a process gone) resolves its alert
-            prefix = rule_key(play, host, rule.name, {}).rsplit("{", 1)[0]
+            prefix = rule_prefix(play, host, rule.name)
+            own = _rule_labels(rule)
             for key, labels in known.items():
-                if key.startswith(prefix) and key not in seen:
+                # a series of this very rule (same name, labels and severity) seen before and gone now
+                if (key.startswith(prefix) and key not in seen and key[len(prefix)] in ",}"
+                        and all(labels.get(k) == v for k, v in own.items())):
                     series = {k: v for k, v in labels.items() if k not in ("alertname", "host", "play", "severity")
                               and k not in rule.labels}
                     inputs.append(_rule_input(rule, play, host, series, key, None, None, annotate, status_of_severity,
                                               gone=True))
     return inputs
+
+
+def _rule_labels(rule: Any) -> dict[str, str]:
+    return {**{str(k): str(v) for k, v in rule.labels.items()}, "severity": rule.severity}
 
 
 def _rule_input(rule: Any, play: str, host: str, series: dict[str, str], key: str, value: float | None,
@@ -107,3 +114,30 @@ def _rule_input(rule: Any, play: str, host: str, series: dict[str, str], key: st
         annotations=annotations,
         metrics=[sample] if sample is not None else [],
     )
+
+
+def vanished(known: Mapping[str, Mapping[str, str]], present: set[str], ran: set[tuple[str, str]],
+             defined: Mapping[str, set[str]]) -> list[AlertInput]:
+    """Alerts of checks and rules removed from a play that ran on their host: observed inactive, so
+    they resolve (and channels told "firing" hear it) instead of firing forever.
+
+    `defined` maps each play to every check and rule name it still has, selected by tags or not:
+    an alert left out by --tags or --limit is not vanished, only not evaluated."""
+    inputs = []
+    for key, labels in known.items():
+        play, host = labels.get("play", ""), labels.get("host", "")
+        name = labels.get("check") or labels.get("alertname") or ""
+        if key in present or (play, host) not in ran or play not in defined or name in defined[play]:
+            continue
+        inputs.append(
+            AlertInput(
+                key=key,
+                labels=dict(labels),
+                observation=Observation(active=False, status=0, summary=f"{name} is no longer in play {play!r}"),
+                policy=Policy(),
+                host=host,
+                play=play,
+                title=f"{name} on {host}",
+            )
+        )
+    return inputs

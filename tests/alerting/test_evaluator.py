@@ -183,7 +183,8 @@ STATUS_CHANGES = [
         id="after HARD, a change between problem statuses is announced at once",
     ),
     pytest.param(
-        Policy(keep_firing_for_s=5 * M), "C O C O W", [(0, "firing", CRITICAL), (4 * M, "firing", WARNING)],
+        # 3 changes in a new alert's history: 2 * (55 + 56 + 57) / 19 = 17.7 %, not flapping (see FLAPPING)
+        Policy(keep_firing_for_s=5 * M), "C O C W", [(0, "firing", CRITICAL), (3 * M, "firing", WARNING)],
         id="keep_firing_for: the same status returning is not news, a different one is",
     ),
 ]
@@ -250,6 +251,23 @@ def test_flapping_starts_strictly_above_the_threshold(policy: Policy, flapping: 
     assert ("flapping_start" in [e.kind for e in events]) is flapping
 
 
+def test_a_new_alert_starts_its_history_with_its_first_status() -> None:
+    # Nagios fills a new service's history with its current state: the window is full from the start.
+    state, _ = step(AlertState(), observe(CRITICAL), Policy(), 0.0)
+    assert (state.history, state.flap_percent) == ((CRITICAL,) * 21, 0.0)
+    state, _ = step(state, observe(OK), Policy(), M)
+    assert (state.history, state.flap_percent) == ((CRITICAL,) * 20 + (OK,), 6.0)
+    state, _ = step(AlertState(), observe(WARNING), Policy(flap_window=5), 0.0)
+    assert state.history == (WARNING,) * 5
+
+
+def test_a_stored_history_is_not_filled_again() -> None:
+    # Only a new alert (no history) is seeded: a stored one goes on with the usual append-and-trim.
+    state, _ = step(AlertState(history=(OK, CRITICAL)), observe(OK), Policy(), 0.0)
+    assert state.history == (OK, CRITICAL, OK)
+    assert not state.flapping  # a window of 3 of the 21 results is not judged
+
+
 def alternating(first: str, count: int) -> str:
     other = {"O": "C", "C": "O"}[first]
     return " ".join(first if i % 2 == 0 else other for i in range(count))
@@ -266,42 +284,50 @@ def flip_flops(first: str, count: int) -> list[tuple[float, str]]:
     return events
 
 
-# (letters, one a minute; expected (time, kind)). OK/CRITICAL alternate every minute: each change
-# is announced until the 21-result window is full (minute 20), where the percent is 100.
+# (letters, one a minute; expected (time, kind)). A new alert's history starts as its first status
+# 21 times, so after k changes, one a minute, the window holds changes at i = 21-k .. 20. With n = 21
+# the weight of change i is 0.8 + 0.4 * (i-1)/19 = 0.4 * (37 + i)/19, and the percent is 5 * the sum:
+#   k = 1: i = 20             -> 2 * 57 / 19                   =  6.0 %
+#   k = 2: i = 19, 20         -> 2 * (56 + 57) / 19            = 11.9 %
+#   k = 3: i = 18 .. 20       -> 2 * (55 + 56 + 57) / 19       = 17.7 %
+#   k = 4: i = 17 .. 20       -> 2 * (54 + 55 + 56 + 57) / 19  = 23.4 % > 20: flapping starts
+# So OK/CRITICAL alternating every minute from minute 0 starts flapping at minute 4 (the 4th change):
+# minutes 1-3 are announced, the change of minute 4 is held.
 FLAPPING = [
     pytest.param(
-        alternating("O", 20), flip_flops("O", 20),
-        id="alternating: no flapping before the window is full",
+        alternating("O", 20), flip_flops("O", 4) + [(4 * M, "flapping_start")],
+        id="a new alert alternating: starts flapping on the 4th change and holds the resolved",
     ),
     pytest.param(
-        alternating("O", 21) + " O" * 18, flip_flops("O", 20) + [(20 * M, "flapping_start")],
-        id="starts flapping on the 21st result and holds the resolved; 19 OK results are not enough",
+        alternating("O", 21) + " O" * 18, flip_flops("O", 4) + [(4 * M, "flapping_start")],
+        id="alternating until minute 20, then 18 OK results: not enough to stop",
     ),
     pytest.param(
-        # the last CRITICAL is minute 19: at minute 39 the window [C, O x 20] has one change, 0.8/20 = 4 % < 5
+        # the last CRITICAL is minute 19: at minute 38 the window [O, C, O x 19] has changes at i = 1, 2:
+        # 2 * (38 + 39) / 19 = 8.1 %; at minute 39 [C, O x 20] has one, 2 * 38 / 19 = 4 % < 5
         alternating("O", 21) + " O" * 25,
-        flip_flops("O", 20) + [(20 * M, "flapping_start"), (39 * M, "flapping_stop"), (39 * M, "resolved")],
+        flip_flops("O", 4) + [(4 * M, "flapping_start"), (39 * M, "flapping_stop"), (39 * M, "resolved")],
         id="announced firing, now OK: stops after 20 stable results and sends the held resolved",
     ),
     pytest.param(
         # the flapping_start step is CRITICAL, after a resolved: the channel already knows it is OK
         alternating("C", 21) + " O" * 25,
-        flip_flops("C", 20) + [(20 * M, "flapping_start"), (40 * M, "flapping_stop")],
+        flip_flops("C", 4) + [(4 * M, "flapping_start"), (40 * M, "flapping_stop")],
         id="announced resolved, now OK: the channel is consistent, nothing more than flapping_stop",
     ),
     pytest.param(
         alternating("C", 21) + " O" + " C" * 25,
-        flip_flops("C", 20) + [(20 * M, "flapping_start"), (41 * M, "flapping_stop"), (41 * M, "firing")],
+        flip_flops("C", 4) + [(4 * M, "flapping_start"), (41 * M, "flapping_stop"), (41 * M, "firing")],
         id="announced resolved, now CRITICAL: sends the held firing",
     ),
     pytest.param(
         alternating("O", 21) + " C" * 25,
-        flip_flops("O", 20) + [(20 * M, "flapping_start"), (40 * M, "flapping_stop")],
+        flip_flops("O", 4) + [(4 * M, "flapping_start"), (40 * M, "flapping_stop")],
         id="announced firing, now CRITICAL again: nothing more than flapping_stop",
     ),
     pytest.param(
         alternating("O", 21) + " C O" * 15 + " O" * 25,
-        flip_flops("O", 20) + [(20 * M, "flapping_start"), (69 * M, "flapping_stop"), (69 * M, "resolved")],
+        flip_flops("O", 4) + [(4 * M, "flapping_start"), (69 * M, "flapping_stop"), (69 * M, "resolved")],
         id="flapping longer: every event stays held until it stops",
     ),
 ]
@@ -313,12 +339,12 @@ def test_flapping(letters: str, expected: list[tuple[float, str]]) -> None:
 
 
 def test_flapping_resends_a_status_changed_while_held() -> None:
-    # The channel last heard WARNING (minute 19); the alert ends up CRITICAL while flapping.
+    # The channel last heard WARNING (minute 3); the alert ends up CRITICAL while flapping.
     letters = " ".join("O" if i % 2 == 0 else "W" for i in range(21)) + " C" * 20
     events = fold(Policy(), minutes(letters))[1]
     assert [(e.at, e.kind, e.status) for e in events[-4:]] == [
-        (19 * M, "firing", WARNING),
-        (20 * M, "flapping_start", OK),
+        (3 * M, "firing", WARNING),
+        (4 * M, "flapping_start", OK),
         (40 * M, "flapping_stop", CRITICAL),
         (40 * M, "firing", CRITICAL),
     ]
@@ -358,13 +384,14 @@ def run_from(state: AlertState, policy: Policy, observations: list[tuple[float, 
 def test_flapping_keeps_the_state_machine_moving() -> None:
     state = fold(Policy(), minutes(alternating("O", 21) + " C"))[0]
     assert (state.flapping, state.state, state.since, state.fired_at) == (True, "firing", 21 * M, 21 * M)
-    assert state.announced  # the channel last heard "firing" (minute 19), the held resolved never went out
+    assert state.announced  # the channel last heard "firing" (minute 3), the held resolved never went out
     state = fold(Policy(), minutes(alternating("O", 21) + " C O"))[0]
     assert (state.flapping, state.state, state.since, state.announced) == (True, "inactive", 22 * M, True)
 
 
 def test_flap_thresholds_come_from_the_policy() -> None:
-    # A blip every 10 results keeps the percent between 18.3 and 21.7 once the window is full.
+    # A blip every 10 results (minutes 5, 15, ...) keeps the percent between 18.3 and 21.7 from the
+    # second one on (below 12 before it).
     letters = " ".join("C" if i % 10 == 5 else "O" for i in range(100))
     flapping = {
         name: [k for _, k in run(policy, minutes(letters)) if k.startswith("flapping")]
@@ -377,6 +404,35 @@ def test_flap_thresholds_come_from_the_policy() -> None:
     assert flapping["high 25"] == []
     assert flapping["defaults"] == ["flapping_start"]
     assert flapping["low 19"][:4] == ["flapping_start", "flapping_stop", "flapping_start", "flapping_stop"]
+
+
+@pytest.mark.parametrize(
+    ("letters", "expected"),
+    [
+        pytest.param(
+            # 12 changes (minutes 1-12), then OK. At minute 30 the window [O, C, O x 19] has changes at
+            # i = 1, 2: 2 * (38 + 39) / 19 = 8.1 %; at minute 31 [C, O x 20] has one: 2 * 38 / 19 = 4 % < 5.
+            alternating("O", 13) + " O" * 30,
+            flip_flops("O", 4) + [(4 * M, "flapping_start"), (31 * M, "flapping_stop"), (31 * M, "resolved")],
+            id="ends OK: the held resolved goes out when flapping stops",
+        ),
+        pytest.param(
+            alternating("C", 13) + " C" * 30,
+            flip_flops("C", 4) + [(4 * M, "flapping_start"), (31 * M, "flapping_stop"), (31 * M, "firing")],
+            id="ends CRITICAL: the held firing goes out when flapping stops",
+        ),
+    ],
+)
+def test_a_new_alert_that_flaps_then_settles(letters: str, expected: list[tuple[float, str]]) -> None:
+    # The review's case: judged only once 21 results were in, this alert announced every change up to
+    # minute 12 and then, stable for 8 minutes, "[FLAPPING]" at minute 20 (54.9 %).
+    events = run(Policy(), minutes(letters))
+    assert events == expected
+    settled = 12 * M  # the last change
+    starts = [at for at, kind in events if kind == "flapping_start"]
+    assert starts and starts[0] <= 5 * M, "flapping must be noticed within the first 5 changes"
+    assert all(at <= settled for at in starts), "flapping_start announced after the alert had settled"
+    assert [kind for at, kind in events if at > settled] == ["flapping_stop", expected[-1][1]]
 
 
 def test_no_flap_detection_means_every_change_is_announced() -> None:
