@@ -438,7 +438,7 @@ def _load_yaml_group(inventory: Inventory, name: str, body: Any, parent: Any, pr
     group_vars = body.get("vars")
     if group_vars is not None:
         if isinstance(group_vars, dict):
-            group.vars.update(group_vars)
+            _merge_vars(group, group_vars)
         else:
             problems.add(body.value_loc("vars"), f"vars of group {name!r} must be a mapping")
     hosts = body.get("hosts")
@@ -451,7 +451,7 @@ def _load_yaml_group(inventory: Inventory, name: str, body: Any, parent: Any, pr
                 if host_vars is not None and not isinstance(host_vars, dict):
                     problems.add(hosts.value_loc(host_name), f"variables of host {host_name!r} must be a mapping")
                 elif host_vars:
-                    host.vars.update(host_vars)
+                    _merge_vars(host, host_vars)
                 inventory.add_host_to(name, str(host_name))
     children = body.get("children")
     if children is not None:
@@ -467,6 +467,16 @@ def _load_yaml_group(inventory: Inventory, name: str, body: Any, parent: Any, pr
 
 
 _INI_SECTION = re.compile(r"^\[([^\]:]+)(?::(vars|children))?\]\s*$")
+
+
+def _merge_vars(owner: Any, new: dict[str, Any]) -> None:
+    """Add variables, keeping where each was written (errors in `routes:` etc. then name the line)."""
+    if not isinstance(owner.vars, LocDict):
+        owner.vars = LocDict(owner.vars)
+    owner.vars.update(new)
+    if isinstance(new, LocDict):
+        owner.vars.key_locs.update(new.key_locs)
+        owner.vars.value_locs.update(new.value_locs)
 
 
 def _load_ini(inventory: Inventory, path: Path, text: str, problems: Problems) -> None:

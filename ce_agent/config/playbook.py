@@ -136,6 +136,7 @@ def _read_play(raw: Any, loc: Location | None, problems: Problems, file: str) ->
             task = _read_task(kind, item, items.item_loc(index), problems)
             if task is not None:
                 play.tasks.append(task)
+    _check_dependencies(play, problems)
     rules = raw.get("alerts")
     if rules is not None:
         if not isinstance(rules, LocList):
@@ -148,6 +149,36 @@ def _read_play(raw: Any, loc: Location | None, problems: Problems, file: str) ->
     if not play.tasks and not play.rules and not any(k in raw for k in PLAY_KEYS_NOT_YET):
         problems.warn(raw.loc, f"play {play.name!r} has no checks, collectors or alerts")
     return play
+
+
+def _check_dependencies(play: Play, problems: Problems) -> None:
+    """`depends_on` names checks of the same play; a check cannot wait on itself, even in a loop."""
+    checks = {t.name: t for t in play.tasks if t.kind == "check"}
+    for task in play.tasks:
+        where = task.key_locs.get("depends_on", task.loc)
+        for parent in task.depends_on:
+            if parent == task.name:
+                problems.add(where, f"depends_on: {task.name!r} cannot depend on itself")
+            elif parent not in checks:
+                close = difflib.get_close_matches(parent, list(checks), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.add(where, f"depends_on: no check named {parent!r} in play {play.name!r}{hint}")
+    reported: set[frozenset[str]] = set()
+    for start in checks:
+        path, node = [start], start
+        while True:
+            parents = [p for p in checks[node].depends_on if p in checks and p != node]
+            if not parents:
+                break
+            node = parents[0]
+            if node in path:
+                loop = path[path.index(node):] + [node]
+                if frozenset(loop) not in reported:
+                    reported.add(frozenset(loop))
+                    task = checks[loop[0]]
+                    problems.add(task.key_locs.get("depends_on", task.loc), "depends_on loop: " + " -> ".join(loop))
+                break
+            path.append(node)
 
 
 def _read_rule(raw: Any, loc: Location | None, problems: Problems) -> AlertRule | None:
@@ -191,6 +222,11 @@ def _read_rule(raw: Any, loc: Location | None, problems: Problems) -> AlertRule 
         problems.add(raw.value_loc("severity"), f"'severity' must be one of {', '.join(SEVERITIES)}, got {severity!r}")
         ok = False
     notify, notify_locs = _string_list(raw, "notify", problems)
+    for reserved in ("alertname", "host", "play", "severity", "check"):
+        if reserved in (raw.get("labels") or {}):
+            problems.add(raw.value_loc("labels"), f"labels: {reserved!r} is set by ce-agent"
+                         + (" (use 'severity:' on the rule)" if reserved == "severity" else ""))
+            ok = False
     if not ok:
         return None
     return AlertRule(

@@ -422,3 +422,47 @@ def test_one_error_on_many_hosts_is_one_line(tmp_path: Path) -> None:
     assert code == 2
     lines = output.strip().splitlines()
     assert len(lines) == 2 and lines[-1] == "1 error", output
+
+
+def test_depends_on_names_a_check_of_the_play_without_loops(tmp_path: Path) -> None:
+    code, output = validate(
+        tmp_path,
+        """\
+        - name: Local
+          hosts: localhost
+          checks:
+            - {name: A, disk: {}, depends_on: [Nope]}
+            - {name: B, disk: {}, depends_on: [B]}
+            - {name: C, disk: {}, depends_on: [D]}
+            - {name: D, disk: {}, depends_on: [C]}
+            - {name: E, disk: {}, depends_on: [A]}
+        """,
+    )
+    assert code == 2
+    assert "site.yml:4:39: depends_on: no check named 'Nope' in play 'Local'" in output
+    assert "site.yml:5:39: depends_on: 'B' cannot depend on itself" in output
+    assert "site.yml:6:39: depends_on loop: C -> D -> C" in output
+    assert output.rstrip().endswith("3 errors")
+
+
+@pytest.mark.parametrize(
+    "variable, expected",
+    [
+        pytest.param("routes: [{channels: [ops], contnue: true}]", "inventory.yml:3:13: routes: unknown key 'contnue'",
+                     id="a typo in a route"),
+        pytest.param('maintenance: [{schedule: "61 * * * *", duration: 2h}]',
+                     "inventory.yml:3:18: maintenance: maintenance[0].schedule: not a valid cron expression",
+                     id="a bad maintenance schedule"),
+        pytest.param("routes: [{channels: [nochan]}]", "unknown channel 'nochan'", id="a route to an unknown channel"),
+        pytest.param("delivery: {attempts: 0}", "delivery.attempts must be a whole number of at least 1",
+                     id="bad delivery settings"),
+    ],
+)
+def test_alerting_settings_in_the_inventory(tmp_path: Path, variable: str, expected: str) -> None:
+    (tmp_path / "inventory.yml").write_text(
+        INVENTORY.replace("  vars:\n", f"  vars:\n    {variable}\n", 1)
+    )
+    (tmp_path / "site.yml").write_text("- hosts: localhost\n  checks:\n    - {disk: {}, notify: [ops]}\n")
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "site.yml"), "-i", str(tmp_path / "inventory.yml")])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
