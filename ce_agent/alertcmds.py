@@ -53,6 +53,8 @@ def _store(state_dir: Path, now: float, warn: Warn, create: bool) -> Iterator[An
 
     path = Path(state_dir) / DB_NAME
     if not create and not path.exists():
+        # a typo in --state-dir looks like "nothing to see": say where we looked
+        warn(f"note: no state in {state_dir} yet (nothing has run with this state directory)")
         yield None
         return
     try:
@@ -289,7 +291,7 @@ def notify_test(inventories: Sequence[Path], channel_name: str, host: str | None
     from ce_agent.config.templating import Templar
     from ce_agent.contracts import DeliveryError
     from ce_agent.errors import Problems
-    from ce_agent.outbox import RetryPolicy, send_with_retries
+    from ce_agent.outbox import RetryPolicy, one_url, send_with_retries
     from ce_agent.plan import resolve_channel_for
     from ce_agent.redact import Redactor
     from ce_agent.registry import Registry
@@ -313,11 +315,16 @@ def notify_test(inventories: Sequence[Path], channel_name: str, host: str | None
     for url in urls:
         redactor.add_url(url)
     notification = drill_notification(channel_name, chosen, user, now)
-    try:
-        send_with_retries(channel, notification, RetryPolicy(), time.sleep)
-    except DeliveryError as exc:
-        reason = redactor.scrub(str(exc)) or "delivery failed"
-        raise UserError(f"channel {channel_name!r} did not accept the test notification: {reason}") from None
+    # each URL on its own, as the outbox delivers them: a failing one is retried without the others
+    targets = [one_url(channel, i) for i in range(len(urls))] if len(urls) > 1 else [channel]
+    failures = []
+    for target in targets:
+        try:
+            send_with_retries(target, notification, RetryPolicy(), time.sleep)
+        except DeliveryError as exc:
+            failures.append(redactor.scrub(str(exc)) or "delivery failed")
+    if failures:
+        raise UserError(f"channel {channel_name!r} did not accept the test notification: {'; '.join(failures)}")
     where = f" ({', '.join(redactor.privacy_url(u) for u in urls)})" if urls else f" ({channel.notifier})"
     return redactor.scrub(f"sent a test notification to channel {channel_name!r}{where} for host {chosen}")
 

@@ -179,7 +179,7 @@ def _deliver(store: Any, item: Any, resolve: Resolve, scrub: Scrub, now: float, 
     host = str(item.payload.get("host", notification.host))
     channel = resolve(item.channel, item.payload)
     if channel is not None and "url_index" in item.payload:
-        channel = _one_url(channel, int(item.payload["url_index"]))
+        channel = one_url(channel, int(item.payload["url_index"]))
     if channel is None:
         store.dropped(item, now)
         return Delivery(notification, item.channel, False,
@@ -211,7 +211,7 @@ def _deliver(store: Any, item: Any, resolve: Resolve, scrub: Scrub, now: float, 
     return Delivery(notification, item.channel, True, item_id=item.id)
 
 
-def _one_url(channel: Any, index: int) -> Any:
+def one_url(channel: Any, index: int) -> Any:
     """The channel narrowed to one of its Apprise URLs: each URL of a list is delivered on its own,
     so a failing one is retried without repeating the message to the others."""
     import dataclasses
