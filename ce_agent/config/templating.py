@@ -182,9 +182,6 @@ class Templar:
             self._referenced[text] = meta.find_undeclared_variables(env.parse(source))
         return self._compiled[text], self._referenced[text]
 
-    def referenced(self, text: str) -> set[str]:
-        return self._compile(self._jinja(), text)[1]
-
 
 class VarScope(Mapping[str, Any]):
     """A variable mapping whose templated values are rendered on first read, with cycle detection."""

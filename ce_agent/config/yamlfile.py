@@ -47,10 +47,6 @@ class LocList(list):
         return self.item_locs[index] if index < len(self.item_locs) else self.loc
 
 
-def location_of(value: Any) -> Location | None:
-    return getattr(value, "loc", None)
-
-
 def _mark(file: str, node: yaml.Node) -> Location:
     return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
