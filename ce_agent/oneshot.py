@@ -137,7 +137,7 @@ def run(
 
     In check mode nothing is written or sent: the notifications are only rendered."""
     from ce_agent import outbox
-    from ce_agent.alerting import pipeline, sources
+    from ce_agent.alerting import pipeline
     from ce_agent.store import ResultRow
 
     scrub = redactor.scrub
@@ -153,6 +153,26 @@ def run(
             for o in outcomes if o.job.kind == "check"
         ])
     stored = store.load_alerts()
+    inputs = _alert_inputs(plan, outcomes, stored, redactor)
+    previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
+    silenced = pipeline.silence_matcher(store.silences(now), now)
+    group_sent = lambda group, channel: (store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
+    evaluation = pipeline.evaluate(inputs, previous, plan.alerting, store.notified, group_sent, silenced, now, scrub)
+    report = Report(outcomes, deliveries, evaluation.planned)
+    if check_mode:
+        report.deliveries = [outbox.Delivery(n, n.channel) for n, _host, _group, _due in evaluation.notifications]
+        return report
+    report.dropped = _persist(store, plan, evaluation, inputs, now)
+    if random.random() < PRUNE_CHANCE:  # retention: cheap enough now and then, wasteful on every cron run
+        store.prune(now)
+    report.deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock(), plan.delivery).attempted
+    return report
+
+
+def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any], redactor: Redactor) -> list[Any]:
+    """Every alert this run observed: checks, rules on this run's metrics, and removed ones."""
+    from ce_agent.alerting import sources
+
     known = {key: labels for key, (labels, _state) in stored.items()}
     inputs = sources.from_checks(outcomes, known)
     if plan.rules:
@@ -165,19 +185,18 @@ def run(
     # plays whose task names are templated are left out: an unselected task's name is not known here
     defined = {play.name: {t.name for t in play.tasks} | {r.name for r in play.rules} for play in plan.plays
                if not any("{" in t.name for t in play.tasks)}
-    inputs += sources.vanished({k: labels for k, (labels, _s) in stored.items()}, present, ran, defined)
-    previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
-    silenced = pipeline.silence_matcher(store.silences(now), now)
-    group_sent = lambda group, channel: (store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
-    evaluation = pipeline.evaluate(inputs, previous, plan.alerting, store.notified, group_sent, silenced, now, scrub)
-    report = Report(outcomes, deliveries, evaluation.planned)
-    if check_mode:
-        report.deliveries = [outbox.Delivery(n, n.channel) for n, _host, _group, _due in evaluation.notifications]
-        return report
+    return inputs + sources.vanished(known, present, ran, defined)
+
+
+def _persist(store: Any, plan: Plan, evaluation: Any, inputs: list[Any], now: float) -> int:
+    """New states, history, what each channel is told and the notifications, in one transaction
+    (a state change is written with the notification it causes); returns how many old ones dropped."""
+    from ce_agent.alerting import pipeline
+
     labels_of = {a.key: a.labels for a in inputs}
     status_of = {a.key: a.observation.status for a in inputs}
     dropped = 0
-    with store.transaction():  # a state change is written before (with) the notification it causes
+    with store.transaction():
         for key, state in evaluation.states.items():
             store.save_alert(key, labels_of[key], pipeline.state_to_json(state), now)
             for event in evaluation.events.get(key, []):
@@ -200,11 +219,7 @@ def run(
                 key = group if index is None else f"{group}#{index}"
                 dropped += store.enqueue(notification.channel, key, notification.kind, item, now,
                                          max_items=plan.delivery.outbox_size, due=due)
-    report.dropped = dropped
-    if random.random() < PRUNE_CHANCE:  # retention: cheap enough now and then, wasteful on every cron run
-        store.prune(now)
-    report.deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock(), plan.delivery).attempted
-    return report
+    return dropped
 
 
 def _annotator(redactor: Redactor) -> Callable[[str, float | None, Mapping[str, str]], str]:
