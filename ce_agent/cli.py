@@ -25,6 +25,8 @@ alerts_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Acti
 app.add_typer(alerts_app, name="alerts")
 notify_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Try the notification channels.")
 app.add_typer(notify_app, name="notify")
+service_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Run the agent as a systemd or launchd service.")
+app.add_typer(service_app, name="service")
 
 EXIT_USAGE = 2
 
@@ -339,6 +341,50 @@ def ping(
     if start and fail:
         raise _fail(["error: give --start or --fail, not both"])
     _alertcmd(alertcmds.ping, _state_dir(state_dir), name, "start" if start else "fail" if fail else "success")
+
+
+@service_app.command("install")
+def service_install(
+    systemd: Annotated[bool, typer.Option("--systemd", help="A systemd unit [default on Linux].")] = False,
+    launchd: Annotated[bool, typer.Option("--launchd", help="A launchd plist [default on macOS].")] = False,
+    user: Annotated[bool, typer.Option("--user", help="For the current user (systemd --user, a LaunchAgent).")] = False,
+    playbook: Annotated[
+        Optional[list[Path]], typer.Option("--playbook", "-p", show_default=False, help="Playbook file (repeatable).")
+    ] = None,
+    inventory: InventoryOpt = None,
+    credential: Annotated[
+        Optional[list[str]],
+        typer.Option("--credential", show_default=False, help="NAME=PATH of a secret for systemd's LoadCredential= (repeatable)."),
+    ] = None,
+    state_dir: Annotated[
+        Optional[Path], typer.Option("--state-dir", show_default=False, help="Where the service keeps its state [default: systemd's StateDirectory].")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the unit or plist; write nothing.")] = False,
+) -> None:
+    """Write the service definition that runs `ce-agent agent` (for now only --dry-run: print it)."""
+    import shutil
+
+    from ce_agent import service
+
+    if systemd and launchd:
+        raise _fail(["error: give --systemd or --launchd, not both"])
+    if not dry_run:
+        raise _fail(["error: installing needs `ce-agent agent`, which this version does not have yet; "
+                     "use --dry-run to see the unit"])
+    if not playbook:
+        raise _fail(["error: give at least one --playbook for the agent to run"])
+    for path in [*playbook, *(inventory or [])]:
+        if not path.exists():
+            raise _fail([f"error: {path}: no such file or directory"])
+    kind = "systemd" if systemd else "launchd" if launchd else service.default_kind(sys.platform)
+    argv = service.agent_argv(sys.argv[0], shutil.which("ce-agent"), sys.executable, playbook, inventory or [])
+    try:
+        rendered = service.render(kind, argv, user, Path.home(), str(state_dir.resolve()) if state_dir else None,
+                                  service.parse_credentials(credential or []))
+    except ValueError as exc:
+        raise _fail([f"error: {exc}"]) from None
+    typer.echo(f"# would write {rendered.path}", err=True)
+    sys.stdout.write(rendered.content.decode())
 
 
 def _version(value: bool) -> None:
