@@ -124,6 +124,11 @@ def run(
     forks: Annotated[int, typer.Option("--forks", "-f", min=1, help="How many tasks run at once.")] = 10,
     verbose: VerboseOpt = False,
     state_dir: StateDirOpt = None,
+    textfile_dir: Annotated[
+        Optional[Path],
+        typer.Option("--textfile-dir", show_default=False,
+                     help="Also write DIR/ce-agent.prom (Prometheus text) for node_exporter's textfile collector."),
+    ] = None,
 ) -> None:
     """Run every selected check and collector once, notify, and exit with the worst status."""
     if output_format not in ("text", "json"):
@@ -162,6 +167,15 @@ def run(
     else:
         text = output.as_text(report.outcomes, report.deliveries, report.worst, check, verbose, report.routing)
     typer.echo(redactor.scrub(text))
+    if textfile_dir is not None:
+        from ce_agent import metrics
+
+        try:  # the metrics file is a by-product: failing to write it warns, never changes the exit code
+            metrics.write_textfile(textfile_dir, metrics.render_text(
+                metrics.build_registry(report.outcomes, time.time(), redactor.scrub)))
+        except (OSError, ValueError) as exc:
+            typer.echo(redactor.scrub(f"warning: --textfile-dir: cannot write {textfile_dir}/"
+                                      f"{metrics.TEXTFILE_NAME}: {getattr(exc, 'strerror', None) or exc}"), err=True)
     raise typer.Exit(output.exit_code(report.worst))
 
 

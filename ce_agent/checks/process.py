@@ -67,7 +67,7 @@ def evaluate_processes(matched: list[ProcessInfo], what: str, minimum: int, maxi
     if status is Status.CRITICAL:
         summary += f", expected {_expected(minimum, maximum)}"
     crit = f"{minimum}:{maximum if maximum is not None else ''}"
-    return Result(status, summary, [Metric("process_count", float(count), "", {}, None, crit, 0)])
+    return Result(status, summary, [Metric("process_instances", float(count), "", {}, None, crit, 0)])
 
 
 def _expected(minimum: int, maximum: int | None) -> str:

@@ -73,7 +73,7 @@ class DirectorySizeCollector(Collector):
             )
         labels = {"path": opts.path}
         yield Metric("directory_size_bytes", float(walk.size), "B", labels, min=0)
-        yield Metric("directory_file_count", float(walk.files), "", labels, min=0)
+        yield Metric("directory_files", float(walk.files), "", labels, min=0)
         # 0 when the walk hit the deadline: the two values above are then lower bounds
         yield Metric("directory_size_complete", 1.0 if walk.complete else 0.0, "", labels, min=0, max=1)
 

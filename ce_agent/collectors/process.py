@@ -80,7 +80,7 @@ class ProcessCollector(Collector):
             for metric_name, value, unit in samples:
                 yield Metric(metric_name, value, unit, labels, min=0)
         count_labels = {key: value for key, value in (("name", opts.name), ("cmdline", opts.cmdline)) if value}
-        yield Metric("process_count", float(count), "", count_labels, min=0)
+        yield Metric("process_instances", float(count), "", count_labels, min=0)
 
 
 def _samples(proc: psutil.Process) -> list[tuple[str, float, str]] | None:

@@ -255,7 +255,7 @@ def test_process_evaluation(count: int, minimum: int, maximum: int | None, statu
     matched = [ProcessInfo(100 + i, "x") for i in range(count)]
     result = evaluate_processes(matched, "named 'x'", minimum, maximum)
     assert (result.status, result.summary) == (status, summary)
-    assert result.metrics[0].name == "process_count" and result.metrics[0].value == count
+    assert result.metrics[0].name == "process_instances" and result.metrics[0].value == count
 
 
 @pytest.fixture

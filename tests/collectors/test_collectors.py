@@ -225,14 +225,14 @@ def test_process_metrics_of_each_match(
         pytest.param({"name": "no-such-process-name"}, 0, {"name": "no-such-process-name"}, id="no match"),
     ],
 )  # fmt: skip
-def test_process_count(
+def test_process_instances(
     children: tuple[str, dict[str, psutil.Process]], raw: dict, count: int, count_labels: dict
 ) -> None:
     tag, procs = children
     raw = {key: value.format(tag=tag) for key, value in raw.items()}
     metrics = collect(ProcessCollector, {**raw, "interval": 0.05})
     expected_labels = {key: value.format(tag=tag) for key, value in count_labels.items()}
-    assert values(metrics, "process_count") == {tuple(sorted(expected_labels.items())): float(count)}
+    assert values(metrics, "process_instances") == {tuple(sorted(expected_labels.items())): float(count)}
     found = {dict(labels)["pid"] for labels in values(metrics, "process_num_threads")}
     assert found == ({str(p.pid) for p in procs.values()} if count else set())
 
@@ -299,7 +299,7 @@ def test_directory_size(tree: Path, options: dict, size: int, files: int) -> Non
     labels = (("path", str(tree)),)
     assert [(m.name, m.value, m.unit) for m in metrics] == [
         ("directory_size_bytes", float(size), "B"),
-        ("directory_file_count", float(files), ""),
+        ("directory_files", float(files), ""),
         ("directory_size_complete", 1.0, ""),
     ]
     assert all(tuple(m.labels.items()) == labels for m in metrics)
@@ -311,7 +311,7 @@ def test_directory_size_stops_at_the_deadline_and_says_so(tree: Path, caplog: py
         metrics = collect(DirectorySizeCollector, {"path": str(tree)}, timeout=0)
     assert [(m.name, m.value) for m in metrics] == [
         ("directory_size_bytes", 0.0),
-        ("directory_file_count", 0.0),
+        ("directory_files", 0.0),
         ("directory_size_complete", 0.0),
     ]
     assert f"directory_size {tree}: stopped after 0.0s with the walk unfinished" in caplog.text

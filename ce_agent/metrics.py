@@ -1,0 +1,206 @@
+"""Prometheus exposition of check results and samples, in a registry of its own."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ce_agent import __version__
+
+TEXTFILE_NAME = "ce-agent.prom"
+CHECK_LABELS = ("check", "host", "play", "plugin")
+METRIC_LABELS = ("check", "host", "play", "metric", "unit")
+SAMPLE_LABELS = ("host", "play", "collector")
+# the families this module defines: a collector sample whose name would land on one is renamed
+RESERVED = {
+    "ce_check_status", "ce_check_duration_seconds", "ce_check_last_run_timestamp_seconds", "ce_check_metric",
+    "ce_build_info", "ce_export_skipped_samples",
+}
+SKIP_REASONS = ("no_value", "duplicate")
+
+_BAD_NAME = re.compile(r"[^a-zA-Z0-9_:]")
+_BAD_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+
+LabelSet = tuple[tuple[str, str], ...]
+
+
+def metric_name(name: str) -> str:
+    """`name` as a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*): other characters become `_`."""
+    name = _BAD_NAME.sub("_", name) or "_"
+    return "_" + name if name[0].isdigit() else name
+
+
+def label_name(name: str) -> str:
+    """`name` as a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, never the reserved `__` prefix)."""
+    name = _BAD_LABEL.sub("_", name) or "_"
+    if name[0].isdigit():
+        name = "_" + name
+    return "label" + name if name.startswith("__") else name
+
+
+@dataclass
+class Family:
+    """One gauge family: its series by label set; label names are the union over its series."""
+
+    name: str
+    help: str
+    series: dict[LabelSet, float] = field(default_factory=dict)
+    kind: str = "gauge"  # or "counter": its samples are named NAME_total
+
+    @property
+    def sample_name(self) -> str:
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+    def label_names(self) -> list[str]:
+        names: dict[str, None] = {}
+        for labels in self.series:
+            names.update(dict.fromkeys(k for k, _ in labels))
+        return list(names)
+
+
+class Families:
+    """The families of one export, built from a run's outcomes; counts what it had to leave out."""
+
+    def __init__(self, scrub: Callable[[str], str]) -> None:
+        self.scrub = scrub
+        self.by_name: dict[str, Family] = {}
+        self.skipped = dict.fromkeys(SKIP_REASONS, 0)
+
+    def set(self, name: str, help_text: str, fixed: Mapping[str, str], own: Mapping[str, Any], value: Any,
+            kind: str = "gauge") -> None:
+        """One series: `fixed` labels are ours; `own` are a plugin's, renamed `exported_NAME` when they
+        clash with ours (as Prometheus does on a scrape); the last value of a label set wins."""
+        number = _number(value)
+        if number is None:
+            self.skipped["no_value"] += 1
+            return
+        labels = {k: self.scrub(str(v)) for k, v in fixed.items()}
+        for key, val in own.items():
+            key = label_name(str(key))
+            while key in fixed:
+                key = "exported_" + key
+            labels[key] = self.scrub(str(val))
+        family = self.by_name.setdefault(name, Family(name, help_text, kind=kind))
+        key_set = tuple(sorted(labels.items()))
+        if key_set in family.series:
+            self.skipped["duplicate"] += 1
+        family.series[key_set] = number
+
+    def add_outcomes(self, outcomes: Iterable[Any], now: float) -> None:
+        for o in outcomes:
+            job = o.job
+            if job.kind == "check":
+                ids = {"check": job.name, "host": job.host, "play": job.play, "plugin": job.plugin_name}
+                self.set("ce_check_status", "Check status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+                         ids, {}, int(o.result.status))
+                self.set("ce_check_duration_seconds", "How long the check's last run took.", ids, {}, o.duration_s)
+                self.set("ce_check_last_run_timestamp_seconds", "When the check last ran (Unix time).",
+                         ids, {}, now)
+                for m in o.result.metrics:
+                    fixed = {"check": job.name, "host": job.host, "play": job.play, "metric": m.name, "unit": m.unit}
+                    self.set("ce_check_metric", "A check's performance data, by metric name and unit.",
+                             fixed, m.labels, m.value)
+            else:
+                for m in o.samples:
+                    name, kind = self.sample_family(metric_name("ce_" + str(m.name)))
+                    fixed = {"host": job.host, "play": job.play, "collector": job.name}
+                    self.set(name, f"Collector sample {m.name}" + (f" ({m.unit})." if m.unit else "."),
+                             fixed, m.labels, m.value, kind)
+
+    def sample_family(self, name: str) -> tuple[str, str]:
+        """The family name and type of a collector sample: NAME_total is a counter (the Prometheus
+        convention, which `promtool check metrics` enforces); a name taken by one of our families or
+        by a family of the other type gets `_sample` appended."""
+        kind = "counter" if name.endswith("_total") and len(name) > len("ce__total") else "gauge"
+        base = name[: -len("_total")] if kind == "counter" else name
+        while base in RESERVED or (base in self.by_name and self.by_name[base].kind != kind):
+            base += "_sample"
+        return base, kind
+
+    def finish(self) -> list[Family]:
+        """Every family, with the build info and the skipped-sample counts, sorted by name."""
+        self.set("ce_build_info", "ce-agent's version.", {"version": __version__}, {}, 1)
+        for reason, count in self.skipped.items():
+            self.by_name.setdefault("ce_export_skipped_samples", Family(
+                "ce_export_skipped_samples",
+                "Values left out of this export: no_value (None or NaN), duplicate (a label set seen twice; last kept).",
+            )).series[(("reason", reason),)] = float(count)
+        return [self.by_name[name] for name in sorted(self.by_name)]
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def families(outcomes: Iterable[Any], now: float, scrub: Callable[[str], str] = lambda s: s) -> list[Family]:
+    """The gauge families of a run's outcomes, as plain data (no prometheus_client)."""
+    built = Families(scrub)
+    built.add_outcomes(outcomes, now)
+    return built.finish()
+
+
+def build_registry(outcomes: Iterable[Any], now: float, scrub: Callable[[str], str] = lambda s: s) -> Any:
+    """A `prometheus_client.CollectorRegistry` holding the families of a run's outcomes.
+
+    Label values are passed through `scrub` (secrets masked). Within a family, a series lacking one of
+    the family's label names gets it empty, which Prometheus treats as absent: every line is valid."""
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector, CollectorRegistry
+
+    snapshot = families(outcomes, now, scrub)
+
+    class Snapshot(Collector):
+        def collect(self) -> Iterable[Metric]:
+            for family in snapshot:
+                names = family.label_names()
+                metric = Metric(family.name, family.help, family.kind)
+                for labels, value in family.series.items():
+                    given = dict(labels)
+                    metric.add_sample(family.sample_name, {n: given.get(n, "") for n in names}, value)
+                yield metric
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot())
+    return registry
+
+
+def render_text(registry: Any) -> str:
+    """The registry in the Prometheus text format (what node_exporter's textfile collector reads)."""
+    from prometheus_client.exposition import generate_latest
+
+    return generate_latest(registry).decode("utf-8")
+
+
+def write_textfile(directory: Path | str, text: str) -> Path:
+    """Write DIRECTORY/ce-agent.prom, mode 0644, atomically: a temporary file in the same directory
+    (not named *.prom, so node_exporter never reads it half-written) renamed over the old one.
+    Raises OSError when the directory is missing or not writable."""
+    directory = Path(directory)
+    target = directory / TEXTFILE_NAME
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ce-agent.prom.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return target
