@@ -308,9 +308,10 @@ def test_process_max_zero_alone_means_must_not_run(make_check: MakeCheck, sleepe
 
 
 def test_process_does_not_count_the_agent_itself(make_check: MakeCheck) -> None:
-    # the agent's own command line contains the pattern; it must not match itself
+    # the agent's own command line contains the pattern; it must not match itself (anchored, so a
+    # wrapper such as `timeout 600 python -m pytest …` around this very process does not count)
     me = " ".join(psutil.Process().cmdline())
-    result = make_check(ProcessCheck, {"cmdline": re.escape(me), "max": 0}).run()
+    result = make_check(ProcessCheck, {"cmdline": "^" + re.escape(me) + "$", "max": 0}).run()
     assert result.status is Status.OK, result.summary
 
 
