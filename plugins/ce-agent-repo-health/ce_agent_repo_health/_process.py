@@ -9,6 +9,9 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from ce_agent.contracts import Check, Result, Status, TaskContext
 
 
 class CommandTimeout(Exception):
@@ -90,3 +93,43 @@ def git_env() -> dict[str, str]:
     """The environment git runs in: English messages, no prompts, and no locks taken on the repo."""
     # GIT_OPTIONAL_LOCKS=0: `git status` must not take index.lock while a person commits.
     return {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+
+
+class CommandsCheck(Check):
+    """A check that runs commands: they share the task's deadline, and `cancel()` kills the one running."""
+
+    def __init__(self, options: Any, context: TaskContext) -> None:
+        super().__init__(options, context)
+        self._commands: Commands | None = None
+
+    def start_commands(self) -> Commands:
+        self._commands = Commands(self.context.timeout)
+        return self._commands
+
+    def cancel(self) -> None:
+        if self._commands is not None:
+            self._commands.cancel()
+
+
+class GitCheck(CommandsCheck):
+    """A check of a git repository at `options.path`: the directory, git and the deadline are handled
+    here; subclasses implement `inspect(path)` with `self.git(...)`."""
+
+    def run(self) -> Result:
+        path = self.options.path
+        if not os.path.isdir(path):
+            return Result(Status.CRITICAL, f"{path}: no such directory")
+        self.start_commands()
+        try:
+            return self.inspect(path)
+        except FileNotFoundError:
+            return Result(Status.UNKNOWN, "git is not installed (not found on PATH)")
+        except CommandTimeout as exc:
+            return Result(Status.UNKNOWN, f"{path}: {exc}")
+
+    def git(self, *args: str) -> Completed:
+        assert self._commands is not None
+        return self._commands.run(["git", "-C", self.options.path, *args], env=git_env())
+
+    def inspect(self, path: str) -> Result:
+        raise NotImplementedError

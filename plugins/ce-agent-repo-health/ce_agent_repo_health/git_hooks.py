@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
-from ce_agent.contracts import Check, Metric, Result, Status, TaskContext
-from ce_agent_repo_health._process import Commands, CommandTimeout, git_env
+from ce_agent.contracts import Metric, Result, Status
+from ce_agent_repo_health._process import GitCheck
 
 #: the hooks git runs (githooks(5)); another name is installed fine but git never runs it
 GIT_HOOKS = frozenset(
@@ -23,7 +23,7 @@ GIT_HOOKS = frozenset(
 )
 
 
-class GitHooksCheck(Check):
+class GitHooksCheck(GitCheck):
     """The named git hooks exist and are executable in the repository's hooks directory."""
 
     class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -38,22 +38,9 @@ class GitHooksCheck(Check):
   git_hooks: {path: /home/dev/src/app, hooks: [pre-commit, commit-msg]}
 """
 
-    def __init__(self, options: Any, context: TaskContext) -> None:
-        super().__init__(options, context)
-        self._commands: Commands | None = None
-
-    def run(self) -> Result:
-        path = self.options.path
-        if not os.path.isdir(path):
-            return Result(Status.CRITICAL, f"{path}: no such directory")
-        self._commands = Commands(self.context.timeout)
-        try:
-            # --git-path honours core.hooksPath and linked worktrees; a relative answer is relative to `path`.
-            found = self._commands.run(["git", "-C", path, "rev-parse", "--git-path", "hooks"], env=git_env())
-        except FileNotFoundError:
-            return Result(Status.UNKNOWN, "git is not installed (not found on PATH)")
-        except CommandTimeout as exc:
-            return Result(Status.UNKNOWN, f"{path}: {exc}")
+    def inspect(self, path: str) -> Result:
+        # --git-path honours core.hooksPath and linked worktrees; a relative answer is relative to `path`.
+        found = self.git("rev-parse", "--git-path", "hooks")
         if found.returncode != 0:
             return Result(Status.CRITICAL, f"{path}: not a git repository: {found.first_error_line}")
         hooks_dir = os.path.normpath(os.path.join(path, found.stdout.strip()))

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
-from ce_agent.contracts import Check, Metric, Result, Status, TaskContext
-from ce_agent_repo_health._process import Commands, CommandTimeout, Completed, git_env
+from ce_agent.contracts import Metric, Result, Status
+from ce_agent_repo_health._process import GitCheck
 
 
-class GitRepoCheck(Check):
+class GitRepoCheck(GitCheck):
     """A git work tree is accessible and its HEAD resolves; optionally, not too many uncommitted changes."""
 
     class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -27,42 +26,18 @@ class GitRepoCheck(Check):
   git_repo: {path: /srv/app, max_uncommitted: 0}
 """
 
-    def __init__(self, options: Any, context: TaskContext) -> None:
-        super().__init__(options, context)
-        self._commands: Commands | None = None
-
-    def run(self) -> Result:
-        path = self.options.path
-        if not os.path.isdir(path):
-            return Result(Status.CRITICAL, f"{path}: no such directory")
-        self._commands = Commands(self.context.timeout)
-        try:
-            return self._inspect(path)
-        except FileNotFoundError:
-            return Result(Status.UNKNOWN, "git is not installed (not found on PATH)")
-        except CommandTimeout as exc:
-            return Result(Status.UNKNOWN, f"{path}: {exc}")
-
-    def cancel(self) -> None:
-        if self._commands is not None:
-            self._commands.cancel()
-
-    def _git(self, *args: str) -> Completed:
-        assert self._commands is not None
-        return self._commands.run(["git", "-C", self.options.path, *args], env=git_env())
-
-    def _inspect(self, path: str) -> Result:
-        inside = self._git("rev-parse", "--is-inside-work-tree")
+    def inspect(self, path: str) -> Result:
+        inside = self.git("rev-parse", "--is-inside-work-tree")
         if inside.returncode != 0:
             return Result(Status.CRITICAL, f"{path}: not a git work tree: {inside.first_error_line}")
         if inside.stdout.strip() != "true":
             return Result(Status.CRITICAL, f"{path}: not a git work tree (a bare repository or a .git directory)")
-        head = self._git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+        head = self.git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
         if head.returncode != 0:
             return Result(Status.CRITICAL, f"{path}: HEAD does not resolve to a commit (no commits yet?)")
-        branch = self._git("symbolic-ref", "--quiet", "--short", "HEAD").stdout.strip()
-        committed = self._git("log", "-1", "--format=%ct", "HEAD").stdout.strip()
-        status = self._git("status", "--porcelain=v1", "-z", "--untracked-files=normal")
+        branch = self.git("symbolic-ref", "--quiet", "--short", "HEAD").stdout.strip()
+        committed = self.git("log", "-1", "--format=%ct", "HEAD").stdout.strip()
+        status = self.git("status", "--porcelain=v1", "-z", "--untracked-files=normal")
         if status.returncode != 0:
             return Result(Status.CRITICAL, f"{path}: git status failed: {status.first_error_line}")
         changed, untracked = _count_status(status.stdout)

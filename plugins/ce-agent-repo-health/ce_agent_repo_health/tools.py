@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import shutil
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
-from ce_agent.contracts import Check, Metric, Result, Status, TaskContext, worst
-from ce_agent_repo_health._process import Commands, CommandTimeout
+from ce_agent.contracts import Metric, Result, Status, worst
+from ce_agent_repo_health._process import CommandsCheck, CommandTimeout
 
 #: the first dotted number in `--version` output ("git version 2.39.5", "GNU bash, version 5.2.15(1)")
 _VERSION = re.compile(r"(?<![\d.])(\d+(?:\.\d+)+)")
@@ -19,7 +19,7 @@ _MIN_VERSION = r"^\d+(\.\d+)*$"
 MinVersion = Annotated[str, msgspec.Meta(pattern=_MIN_VERSION)]
 
 
-class ToolsCheck(Check):
+class ToolsCheck(CommandsCheck):
     """Programs are on PATH; those given a minimum version report at least that in `NAME --version`."""
 
     class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -41,14 +41,10 @@ class ToolsCheck(Check):
     min_versions: {git: "2.30", python3: "3.11"}
 """
 
-    def __init__(self, options: Any, context: TaskContext) -> None:
-        super().__init__(options, context)
-        self._commands: Commands | None = None
-
     def run(self) -> Result:
         opts = self.options
         names = list(dict.fromkeys([*opts.names, *opts.min_versions]))
-        self._commands = Commands(self.context.timeout)
+        self.start_commands()
         statuses: list[Status] = []
         problems: list[str] = []
         versions: list[str] = []
@@ -72,10 +68,6 @@ class ToolsCheck(Check):
             return Result(status, "; ".join(problems), metrics)
         found = f" ({', '.join(versions)})" if versions else ""
         return Result(Status.OK, f"{len(names)} tools found{found}", metrics)
-
-    def cancel(self) -> None:
-        if self._commands is not None:
-            self._commands.cancel()
 
     def _version_check(self, name: str, program: str, wanted: str) -> tuple[Status, str]:
         """(status, what to say): the problem, or the version found when it is recent enough."""
