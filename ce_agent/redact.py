@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, unquote_plus
 
+
 MASK = "****"
 
 #: query keys whose value is a credential whatever it looks like (matched as substrings, lowercased)
@@ -262,19 +263,19 @@ class Redactor:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that scrubs a Redactor's secrets from every record it sees.
+    """ce_agent.logs' ScrubFilter with a Redactor's secrets (message, arguments, exception text): on a
+    handler it covers every logger behind it, on one logger (e.g. "apprise") what that logger emits.
 
-    Attach it to a handler to cover every logger behind it, or to one logger (e.g. "apprise")
-    to cover what that logger itself emits.
-    """
+    It imports ce_agent.logs on first use: logging.handlers has no place in a run's start-up."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
+        self._scrubbing: logging.Filter | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = self.redactor.scrub(message)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, ()
-        return True
+        if self._scrubbing is None:
+            from ce_agent.logs import ScrubFilter
+
+            self._scrubbing = ScrubFilter(self.redactor.scrub)
+        return bool(self._scrubbing.filter(record))
