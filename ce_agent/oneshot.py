@@ -157,12 +157,13 @@ def run(
     previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
     silenced = pipeline.silence_matcher(store.silences(now), now)
     group_sent = lambda group, channel: (store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
-    evaluation = pipeline.evaluate(inputs, previous, plan.alerting, store.notified, group_sent, silenced, now, scrub)
+    evaluation = pipeline.evaluate(inputs, previous, plan.alerting, store.notified, group_sent, silenced, now, scrub,
+                                   {key: labels for key, (labels, _state) in stored.items()})
     report = Report(outcomes, deliveries, evaluation.planned)
     if check_mode:
         report.deliveries = [outbox.Delivery(n, n.channel) for n, _host, _group, _due in evaluation.notifications]
         return report
-    report.dropped = _persist(store, plan, evaluation, inputs, now)
+    report.dropped = persist(store, plan, evaluation, inputs, now)
     if random.random() < PRUNE_CHANCE:  # retention: cheap enough now and then, wasteful on every cron run
         store.prune(now)
     report.deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock(), plan.delivery).attempted
@@ -179,7 +180,7 @@ def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any]
         samples: dict[str, list[Any]] = {}
         for o in outcomes:
             samples.setdefault(o.job.host, []).extend(o.samples if o.job.kind == "collector" else o.result.metrics)
-        inputs += sources.from_rules(plan.rules, samples, known, _annotator(redactor))
+        inputs += sources.from_rules(plan.rules, samples, known, annotator(redactor))
     present = {a.key for a in inputs}
     ran = {(job.play, job.host) for job in plan.jobs} | set(plan.rules)
     # plays whose task names are templated are left out: an unselected task's name is not known here
@@ -188,7 +189,7 @@ def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any]
     return inputs + sources.vanished(known, present, ran, defined)
 
 
-def _persist(store: Any, plan: Plan, evaluation: Any, inputs: list[Any], now: float) -> int:
+def persist(store: Any, plan: Plan, evaluation: Any, inputs: list[Any], now: float) -> int:
     """New states, history, what each channel is told and the notifications, in one transaction
     (a state change is written with the notification it causes); returns how many old ones dropped."""
     from ce_agent.alerting import pipeline
@@ -222,7 +223,7 @@ def _persist(store: Any, plan: Plan, evaluation: Any, inputs: list[Any], now: fl
     return dropped
 
 
-def _annotator(redactor: Redactor) -> Callable[[str, float | None, Mapping[str, str]], str]:
+def annotator(redactor: Redactor) -> Callable[[str, float | None, Mapping[str, str]], str]:
     """Render a rule's annotation with `{{ value }}` and `{{ labels.NAME }}` (Jinja2 only when templated)."""
     templar = Templar({}, redactor.add_lookup)
 

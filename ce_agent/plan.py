@@ -177,14 +177,20 @@ def selected_by_tags(tags: set[str], only: set[str], skip: set[str]) -> bool:
 
 
 def _check_schedules(plays: list[Play], problems: Problems) -> None:
-    from ce_agent.schedules import cron_error
+    from ce_agent.scheduler import task_schedule
 
     for play in plays:
         for task in play.tasks:
-            if task.schedule is not None and (error := cron_error(task.schedule)):
-                problems.add(task.key_locs.get("schedule", task.loc), f"'schedule': {error}")
             if task.schedule is not None and task.interval is not None:
                 problems.add(task.key_locs.get("interval", task.loc), "give either 'schedule' or 'interval', not both")
+                continue
+            try:
+                task_schedule(task)
+            except ValueError as exc:
+                message = str(exc)
+                key = next((k for k in ("timezone", "jitter") if k in task.key_locs and (f"`{k}`" in message or
+                            f"unknown {k}" in message)), "schedule" if task.schedule is not None else "interval")
+                problems.add(task.key_locs.get(key, task.loc), f"'{key}': {message}")
 
 
 def _load_plugins(plays: list[Play], registry: Registry, problems: Problems) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ce_agent.durations import format_duration
 from ce_agent.schedules import cron_error
 
 _EPOCH = datetime(1970, 1, 1)
@@ -59,7 +60,8 @@ class Schedule:
             if not self.interval > 0:
                 raise ValueError(f"`interval` must be positive, got {self.interval}")
             if not 0 <= self.jitter <= self.interval:
-                raise ValueError(f"`jitter` must be between 0 and the interval ({self.interval}), got {self.jitter}")
+                raise ValueError(f"`jitter` must be between 0s and the interval ({format_duration(self.interval)}), "
+                                 f"got {format_duration(self.jitter)}")
             if self.tz is not None:
                 raise ValueError("`timezone` applies to cron schedules only")
 
@@ -129,6 +131,33 @@ def parse_schedule(
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {timezone!r} (expected an IANA name such as Europe/Berlin)") from None
     return Schedule(cron=cron, interval=interval, jitter=jitter, tz=tz)
+
+
+DEFAULT_INTERVAL = 60.0  # a task without `schedule` or `interval` runs every minute
+
+
+def task_schedule(task: Any, local_tz: tzinfo | None = None) -> Schedule:
+    """A playbook task's schedule (`schedule`/`interval`, `jitter`, `timezone`); every minute when it
+    gives none. Raises ValueError with a message for the user."""
+    interval = task.interval
+    if task.schedule is None and interval is None:
+        interval = DEFAULT_INTERVAL
+    return parse_schedule(task.schedule, interval, task.jitter, task.timezone, local_tz)
+
+
+def local_zone(environ: Mapping[str, str], localtime: str = "/etc/localtime") -> tzinfo:
+    """The machine's time zone with its DST rules (cron's default): $TZ, else /etc/localtime, else UTC."""
+    name = environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open(localtime, "rb") as data:
+            return ZoneInfo.from_file(data, key="localtime")
+    except (OSError, ValueError):
+        return timezone.utc
 
 
 @dataclass

@@ -6,6 +6,8 @@ import errno
 import html
 import json
 import logging
+import os
+import selectors
 import socket
 import socketserver
 import threading
@@ -179,6 +181,14 @@ def render_page(status: dict[str, Any], not_ready: list[str], alerts: list[dict[
         lines.append("<table>")
         lines += [f"<tr><th>{esc(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in plain.items()]
         lines.append("</table>")
+    tasks = status.get("tasks")
+    if isinstance(tasks, list) and tasks:
+        columns = ["status", "name", "host", "play", "kind", "summary", "last_run", "next_run", "schedule"]
+        lines.append(f"<h2>Tasks ({len(tasks)})</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>")
+        for task in tasks:
+            cells = "".join(f"<td>{esc(str(task.get(c) if task.get(c) is not None else ''))}</td>" for c in columns)
+            lines.append(f"<tr>{cells}</tr>")
+        lines.append("</table>")
     lines.append(f"<h2>Alerts ({len(alerts)})</h2>")
     if alerts:
         columns = list(dict.fromkeys(key for alert in alerts for key in alert))
@@ -268,9 +278,23 @@ class AgentServer:
                 why = exc.strerror or str(exc)
             raise OSError(exc.errno, f"cannot listen on {self.requested}: {why}") from exc
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="ce-agent-http", daemon=True)
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._serve, args=(server, self._wake_r), name="ce-agent-http",
+                                        daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _serve(server: _HTTPServer, wake: int) -> None:
+        # socketserver's serve_forever polls (wakes every poll_interval even when idle); this loop
+        # sleeps until a client connects or stop() writes to the pipe: an idle agent stays asleep.
+        with selectors.DefaultSelector() as selector:
+            selector.register(server, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
+            while True:
+                events = selector.select()
+                if any(key.fileobj == wake for key, _ in events):
+                    return
+                server._handle_request_noblock()  # accept and hand to a handler thread
 
     def stop(self) -> None:
         """Stop serving and release the port; does nothing when not started."""
@@ -278,10 +302,12 @@ class AgentServer:
         self._server = self._thread = None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
+        os.write(self._wake_w, b"x")
         if thread is not None:
             thread.join(timeout=5)
+        server.server_close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     @property
     def address(self) -> str:

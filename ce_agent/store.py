@@ -509,6 +509,12 @@ class Store:
                 (error, due, item_id),
             )
 
+    def next_due(self) -> float | None:
+        """When the next outbox item falls due (the delivery loop sleeps until then), or None when empty."""
+        with self._reading() as db:
+            row = db.execute("SELECT MIN(due) FROM outbox").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def outbox_depth(self) -> int:
         with self._reading() as db:
             return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])

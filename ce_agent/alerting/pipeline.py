@@ -64,6 +64,15 @@ class Evaluation:
     notifications: list[tuple[Notification, str, str, float]] = field(default_factory=list)  # (n, host, group, due)
 
 
+@dataclass(frozen=True)
+class _Elsewhere:
+    """A firing alert of an earlier evaluation, as inhibition needs it."""
+
+    key: str
+    labels: dict[str, str]
+    title: str
+
+
 def check_key(play: str, host: str, check: str) -> str:
     return f'check{{check="{check}",host="{host}",play="{play}"}}'
 
@@ -102,19 +111,29 @@ def evaluate(
     silenced: Callable[[Mapping[str, str]], str | None],
     now: float,
     scrub: Scrub,
+    elsewhere_labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Evaluation:
-    """Pure but for the lookups passed in: step every alert, then decide what each channel is told."""
+    """Pure but for the lookups passed in: step every alert, then decide what each channel is told.
+
+    `elsewhere_labels` (the labels of stored alerts) lets an alert not observed in this evaluation
+    still inhibit others while it fires and hold its dependents while it fails: the daemon evaluates
+    each batch of finished tasks, not the whole plan at once."""
     result = Evaluation()
     for alert in inputs:
         state, events = step(previous.get(alert.key, AlertState()), alert.observation, alert.policy, now)
         result.states[alert.key] = state
         result.events[alert.key] = events
     firing = {a.key: a for a in inputs if result.states[a.key].state == "firing"}
+    for key, labels in (elsewhere_labels or {}).items():
+        state = previous.get(key)
+        if key not in result.states and state is not None and state.state == "firing":
+            firing[key] = _Elsewhere(key, dict(labels), f"{labels.get('check') or labels.get('alertname')} on {labels.get('host')}")
+    states = {**previous, **result.states}
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for alert in inputs:
         state = result.states[alert.key]
         config = config_of(alert.host)
-        hold = _hold_reason(alert, state, config, firing, result.states, silenced, now)
+        hold = _hold_reason(alert, state, config, firing, states, silenced, now)
         routed = decide(alert.labels, config.routes, alert.notify).channels()
         elsewhere = _told_elsewhere(alert, routed, config.routes, told) if state.state != "firing" else []
         for channel, route in routed + elsewhere:

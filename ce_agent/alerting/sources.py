@@ -14,14 +14,17 @@ from ce_agent.contracts import Metric, Status
 Annotate = Callable[[str, float | None, Mapping[str, str]], str]
 
 
-def from_checks(outcomes: Sequence[Any], known: Mapping[str, Mapping[str, str]] | None = None) -> list[AlertInput]:
+def from_checks(outcomes: Sequence[Any], known: Mapping[str, Mapping[str, str]] | None = None,
+                names: set[tuple[str, str, str]] | None = None) -> list[AlertInput]:
     """One alert per check result: active when not OK; HARD after the task's `retries`.
 
     `known` holds the labels each alert had in the previous run: a check that is OK again keeps the
-    severity of its problem, so its "resolved" takes the routes its "firing" took."""
+    severity of its problem, so its "resolved" takes the routes its "firing" took. `names` (play, host,
+    check) are the checks a `depends_on` may name: by default those in `outcomes`."""
     known = known or {}
     inputs = []
-    names = {(o.job.play, o.job.host, o.job.name) for o in outcomes if o.job.kind == "check"}
+    if names is None:
+        names = {(o.job.play, o.job.host, o.job.name) for o in outcomes if o.job.kind == "check"}
     for outcome in outcomes:
         job, result = outcome.job, outcome.result
         if job.kind != "check":

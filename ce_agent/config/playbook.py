@@ -16,7 +16,7 @@ PLAY_KEYS = ("name", "hosts", "vars", "checks", "collectors", "tags", "alerts", 
 # Keys the later alerting and SLO features own; read and kept, not evaluated by `run` yet.
 PLAY_KEYS_NOT_YET = ("slos",)
 TASK_KEYS = (
-    "name", "schedule", "interval", "timeout", "retries", "notify", "tags", "labels", "severity", "vars", "depends_on",
+    "name", "schedule", "interval", "jitter", "timezone", "timeout", "retries", "notify", "tags", "labels", "severity", "vars", "depends_on",
 )
 RULE_KEYS = ("name", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "notify", "tags")
 SEVERITIES = ("info", "warning", "critical", "page", "ticket")
@@ -37,6 +37,8 @@ class Task:
     plugin_loc: Location | None = None
     schedule: str | None = None
     interval: float | None = None
+    jitter: float = 0.0
+    timezone: str | None = None
     timeout: Any = DEFAULT_TIMEOUT
     retries: int = 1
     notify: list[str] = field(default_factory=list)
@@ -280,6 +282,12 @@ def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) ->
             task.interval = parse_interval(raw["interval"])
         except ValueError as exc:
             problems.add(raw.value_loc("interval"), f"'interval': {exc}")
+    if "jitter" in raw:
+        try:
+            task.jitter = parse_duration(raw["jitter"])
+        except ValueError as exc:
+            problems.add(raw.value_loc("jitter"), f"'jitter': {exc}")
+    task.timezone = _string(raw, "timezone", problems)
     if "timeout" in raw:
         task.timeout = raw["timeout"]
         if not _is_template(raw["timeout"]):

@@ -292,6 +292,50 @@ def validate(tmp_path: Path, playbook: str, *args: str, env: dict[str, str] | No
             "site.yml:4:17: 'interval': an interval must be at least 1s, got '0s'",
             id="zero interval",
         ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  schedule: "0 3 * * *"
+                  timezone: Mars/Olympus
+            """,
+            "site.yml:5:17: 'timezone': unknown timezone 'Mars/Olympus' (expected an IANA name such as Europe/Berlin)",
+            id="unknown timezone",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  interval: 10s
+                  jitter: 20s
+            """,
+            "site.yml:5:15: 'jitter': `jitter` must be between 0s and the interval (10s), got 20s",
+            id="jitter above the interval",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  schedule: "0 3 * * *"
+                  jitter: 5s
+            """,
+            "site.yml:5:15: 'jitter': `jitter` applies to `interval` schedules only",
+            id="jitter on a cron schedule",
+        ),
+        pytest.param(
+            """\
+            - hosts: localhost
+              checks:
+                - disk: {}
+                  interval: 1m
+                  timezone: Europe/Berlin
+            """,
+            "site.yml:5:17: 'timezone': `timezone` applies to cron schedules only",
+            id="timezone on an interval",
+        ),
     ],
 )
 def test_one_error_one_line(tmp_path: Path, playbook: str, expected: str) -> None:
