@@ -59,46 +59,40 @@ def _fail(lines: list[str], code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, validating=False, state_dir=None):  # type: ignore[no-untyped-def]
+def _selection(limit, tags, skip_tags, extra_vars, validating=False, state_dir=None, daemon=False):  # type: ignore[no-untyped-def]
     from ce_agent import oneshot
     from ce_agent.plan import Selection
-    from ce_agent.redact import Redactor
-    from ce_agent.registry import Registry
 
-    redactor = Redactor()
     try:
         parsed_vars = oneshot.parse_extra_vars(extra_vars or [])
     except UserError as exc:
         raise _fail([f"error: {exc}"]) from None
-    selection = Selection(
+    return Selection(
         limit=limit,
         tags=_split_tags(tags),
         skip_tags=_split_tags(skip_tags),
         extra_vars=parsed_vars,
-        check_schedules=validating,
+        check_schedules=validating or daemon,
         broken_plugins_run=not validating,
         state_dir=state_dir,
     )
+
+
+def _load(playbooks, inventory, limit, tags, skip_tags, extra_vars, validating=False, state_dir=None):  # type: ignore[no-untyped-def]
+    from ce_agent.errors import ConfigError
+    from ce_agent.oneshot import load_or_explain
+
+    selection = _selection(limit, tags, skip_tags, extra_vars, validating, state_dir)
     try:
-        plan, problems = oneshot.load(list(playbooks), list(inventory or []), selection, Registry(), redactor)
-    except oneshot.InvalidConfig as exc:
-        errors = exc.problems.lines(warnings=False)
-        lines = [redactor.scrub(line) for line in sorted(exc.problems.lines(warnings=True) + errors, key=_by_place)]
-        tail = "" if validating else "; nothing was run"
-        raise _fail([*lines, f"{len(errors)} error{'s' if len(errors) != 1 else ''}{tail}"]) from None
-    for warning in problems.lines(warnings=True):
-        typer.echo(redactor.scrub(warning), err=True)
+        plan, redactor, warnings = load_or_explain(list(playbooks), list(inventory or []), selection)
+    except ConfigError as exc:
+        tail = "" if validating or len(exc.lines) < 2 else "; nothing was run"
+        raise _fail([*exc.lines[:-1], exc.lines[-1] + tail]) from None
+    for warning in warnings:
+        typer.echo(warning, err=True)
     if not plan.jobs and not plan.rules and not validating:
         typer.echo("warning: no task matched the hosts, --limit and --tags given; nothing was checked", err=True)
     return plan, redactor
-
-
-def _by_place(line: str) -> tuple[str, int, int]:
-    """Sort key for printed problems: file, then line and column numbers."""
-    import re
-
-    match = re.match(r"^(.*?):(\d+):(\d+): ", line)
-    return (match[1], int(match[2]), int(match[3])) if match else ("", 0, 0)
 
 
 def _interrupt_on_sigterm() -> None:
@@ -191,6 +185,47 @@ def validate(
     typer.echo(
         f"ok: {len(playbooks)} playbook(s), {len(plan.plays)} play(s), {len(plan.jobs)} task(s) on {len(hosts)} host(s)"
     )
+
+
+@app.command()
+def agent(
+    playbooks: PlaybookArg,
+    inventory: InventoryOpt = None,
+    limit: LimitOpt = None,
+    tags: TagsOpt = None,
+    skip_tags: SkipTagsOpt = None,
+    extra_vars: ExtraVarsOpt = None,
+    listen: Annotated[str, typer.Option("--listen", envvar="CE_AGENT_LISTEN",
+                                        help="HOST:PORT for /metrics, health and status; 'none' to serve nothing.")] = "127.0.0.1:9464",
+    forks: Annotated[int, typer.Option("--forks", "-f", min=1, help="How many tasks run at once.")] = 50,
+    state_dir: StateDirOpt = None,
+    log_format: Annotated[str, typer.Option("--log-format", help="json, text, or auto (text on a terminal).")] = "auto",
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    log_file: Annotated[Optional[Path], typer.Option("--log-file", show_default=False,
+                                                     help="Log to this file (JSON lines) instead of stdout.")] = None,
+    log_rotate: Annotated[Optional[str], typer.Option("--log-rotate", show_default=False,
+                                                      help="Rotate the log file: 'daily' or 'size:10MB'.")] = None,
+    log_keep: Annotated[int, typer.Option("--log-keep", help="How many rotated log files to keep.")] = 7,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")] = False,
+) -> None:
+    """The daemon: run the tasks on their schedules, serve metrics and health, reload on SIGHUP."""
+    from ce_agent import daemon
+    from ce_agent.errors import ConfigError
+    from ce_agent.store import default_state_dir
+
+    state_dir = state_dir or default_state_dir(os.environ, os.geteuid(), Path.home())
+    options = daemon.ServeOptions(
+        listen=None if listen.strip().lower() in ("none", "off", "") else listen, forks=forks, state_dir=state_dir,
+        log_format=log_format, log_level="debug" if verbose else log_level, log_file=log_file, log_rotate=log_rotate,
+        log_keep=log_keep,
+    )
+    selection = _selection(limit, tags, skip_tags, extra_vars, state_dir=state_dir, daemon=True)
+    try:
+        code = daemon.serve(list(playbooks), list(inventory or []), selection, options, os.environ)
+    except ConfigError as exc:
+        tail = "" if len(exc.lines) < 2 else "; the agent did not start"
+        raise _fail([*exc.lines[:-1], exc.lines[-1] + tail]) from None
+    raise typer.Exit(code)
 
 
 @plugins_app.command("list")
@@ -366,6 +401,11 @@ def service_install(
         Optional[list[Path]], typer.Option("--playbook", "-p", show_default=False, help="Playbook file (repeatable).")
     ] = None,
     inventory: InventoryOpt = None,
+    listen: Annotated[
+        Optional[str],
+        typer.Option("--listen", show_default=False, metavar="HOST:PORT",
+                     help="Where the agent serves its endpoints [default: the agent's, 127.0.0.1:9464]."),
+    ] = None,
     credential: Annotated[
         Optional[list[str]],
         typer.Option("--credential", show_default=False, help="NAME=PATH of a secret for systemd's LoadCredential= (repeatable)."),
@@ -373,32 +413,106 @@ def service_install(
     state_dir: Annotated[
         Optional[Path], typer.Option("--state-dir", show_default=False, help="Where the service keeps its state [default: systemd's StateDirectory].")
     ] = None,
+    no_start: Annotated[
+        bool, typer.Option("--no-start", help="Write the file (and daemon-reload) but do not enable or start the service.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a unit or plist that ce-agent did not write.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the unit or plist; write nothing.")] = False,
 ) -> None:
-    """Write the service definition that runs `ce-agent agent` (for now only --dry-run: print it)."""
+    """Write the unit or plist that runs `ce-agent agent`, then enable and start it (the system service needs root).
+
+    Exit 0 when done, 1 when the file is written but the service manager failed (each failure and what to
+    run next on stderr), 2 when nothing was written (bad arguments, not root, a unit ce-agent did not write).
+    """
     import shutil
 
     from ce_agent import service
 
     if systemd and launchd:
         raise _fail(["error: give --systemd or --launchd, not both"])
-    if not dry_run:
-        raise _fail(["error: installing needs `ce-agent agent`, which this version does not have yet; "
-                     "use --dry-run to see the unit"])
     if not playbook:
         raise _fail(["error: give at least one --playbook for the agent to run"])
+    kind = "systemd" if systemd else "launchd" if launchd else service.default_kind(sys.platform)
+    try:
+        address = service.listen_address(listen) if listen is not None else None
+        if not dry_run:
+            service.require_root(user, os.geteuid(), os.environ, "installing")
+    except (service.ServiceError, ValueError) as exc:
+        raise _fail([f"error: {exc}"]) from None
     for path in [*playbook, *(inventory or [])]:
         if not path.exists():
             raise _fail([f"error: {path}: no such file or directory"])
-    kind = "systemd" if systemd else "launchd" if launchd else service.default_kind(sys.platform)
-    argv = service.agent_argv(sys.argv[0], shutil.which("ce-agent"), sys.executable, playbook, inventory or [])
+    argv = service.agent_argv(sys.argv[0], shutil.which("ce-agent"), sys.executable, playbook, inventory or [], address)
     try:
         rendered = service.render(kind, argv, user, Path.home(), str(state_dir.resolve()) if state_dir else None,
-                                  service.parse_credentials(credential or []))
-    except ValueError as exc:
+                                  service.parse_credentials(credential or []), os.environ)
+        if dry_run:
+            typer.echo(f"# would write {rendered.path}", err=True)
+            sys.stdout.write(rendered.content.decode())
+            return
+        outcome = service.install(rendered, user, start=not no_start, force=force)
+    except (service.ServiceError, ValueError) as exc:
         raise _fail([f"error: {exc}"]) from None
-    typer.echo(f"# would write {rendered.path}", err=True)
-    sys.stdout.write(rendered.content.decode())
+    for line in outcome.out:
+        typer.echo(line)
+    for line in outcome.err:
+        typer.echo(line, err=True)
+    raise typer.Exit(outcome.code)
+
+
+@service_app.command("uninstall")
+def service_uninstall(
+    systemd: Annotated[bool, typer.Option("--systemd", help="The systemd unit [default on Linux].")] = False,
+    launchd: Annotated[bool, typer.Option("--launchd", help="The launchd plist [default on macOS].")] = False,
+    user: Annotated[bool, typer.Option("--user", help="The current user's service (systemd --user, a LaunchAgent).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Remove a unit or plist that ce-agent did not write.")] = False,
+) -> None:
+    """Stop and disable the service, remove its unit or plist, reload the service manager.
+
+    Exit 0 when removed or not installed, 1 when removed but the service manager failed, 2 when refused.
+    """
+    from ce_agent import service
+
+    if systemd and launchd:
+        raise _fail(["error: give --systemd or --launchd, not both"])
+    kind = "systemd" if systemd else "launchd" if launchd else service.default_kind(sys.platform)
+    try:
+        service.require_root(user, os.geteuid(), os.environ, "removing")
+        outcome = service.uninstall(kind, service.unit_path(kind, user, Path.home(), os.environ), user, force)
+    except service.ServiceError as exc:
+        raise _fail([f"error: {exc}"]) from None
+    for line in outcome.out:
+        typer.echo(line)
+    for line in outcome.err:
+        typer.echo(line, err=True)
+    raise typer.Exit(outcome.code)
+
+
+@service_app.command("status")
+def service_status(
+    systemd: Annotated[bool, typer.Option("--systemd", help="The systemd unit [default on Linux].")] = False,
+    launchd: Annotated[bool, typer.Option("--launchd", help="The launchd plist [default on macOS].")] = False,
+    user: Annotated[bool, typer.Option("--user", help="The current user's service (systemd --user, a LaunchAgent).")] = False,
+) -> None:
+    """Where the unit or plist is, whether it is installed, and what the service manager says.
+
+    Exit 0 when the service runs, 3 when it does not or is not installed, 4 when it is installed but the
+    service manager cannot be asked (as `systemctl status` and LSB init scripts).
+    """
+    from ce_agent import service
+
+    if systemd and launchd:
+        raise _fail(["error: give --systemd or --launchd, not both"])
+    kind = "systemd" if systemd else "launchd" if launchd else service.default_kind(sys.platform)
+    try:
+        outcome = service.status(kind, service.unit_path(kind, user, Path.home(), os.environ), user)
+    except service.ServiceError as exc:
+        raise _fail([f"error: {exc}"]) from None
+    for line in outcome.out:
+        typer.echo(line)
+    for line in outcome.err:
+        typer.echo(line, err=True)
+    raise typer.Exit(outcome.code)
 
 
 def _version(value: bool) -> None:

@@ -74,3 +74,11 @@ class Problems:
 
 def _order(location: Location | None) -> tuple[str, int, int]:
     return ("", 0, 0) if location is None else (location.file, location.line, location.col)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `lines` says why, one problem per line, the last a count."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines[0] if lines else "invalid configuration")
+        self.lines = lines

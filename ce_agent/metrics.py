@@ -17,10 +17,20 @@ TEXTFILE_NAME = "ce-agent.prom"
 CHECK_LABELS = ("check", "host", "play", "plugin")
 METRIC_LABELS = ("check", "host", "play", "metric", "unit")
 SAMPLE_LABELS = ("host", "play", "collector")
-# the families this module defines: a collector sample whose name would land on one is renamed
+# the daemon's histograms (ce_agent.telemetry): their _bucket, _sum and _count sample names are taken too
+HISTOGRAMS = ("ce_check_duration_seconds", "ce_collector_duration_seconds", "ce_scheduler_lateness_seconds")
+# every family this module and ce_agent.telemetry define (counters without _total, as Family.name has
+# them): a collector sample whose name would land on one is renamed
 RESERVED = {
-    "ce_check_status", "ce_check_duration_seconds", "ce_check_last_run_timestamp_seconds", "ce_check_metric",
+    "ce_check_status", "ce_check_last_duration_seconds", "ce_check_last_run_timestamp_seconds", "ce_check_metric",
     "ce_build_info", "ce_export_skipped_samples",
+    # the daemon's own (ce_agent.telemetry)
+    "ce_check_runs", "ce_check_timeouts", "ce_collector_runs", "ce_collector_last_run_timestamp_seconds",
+    "ce_scheduler_skipped_runs", "ce_scheduler_tasks", "ce_scheduler_last_tick_timestamp_seconds",
+    "ce_notifications_sent", "ce_notification_delivery_failures", "ce_outbox_depth", "ce_outbox_dropped",
+    "ce_plugin_load_errors", "ce_config_last_reload_successful", "ce_config_last_reload_success_timestamp_seconds",
+    "ce_config_reloads", "ce_agent_start_time_seconds",
+    *HISTOGRAMS, *(h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")),
 }
 SKIP_REASONS = ("no_value", "duplicate")
 
@@ -64,6 +74,19 @@ class Family:
         return list(names)
 
 
+def check_ids(job: Any) -> dict[str, str]:
+    """The labels that name a check's series (CHECK_LABELS)."""
+    return {"check": job.name, "host": job.host, "play": job.play, "plugin": job.plugin_name}
+
+
+# a check's latest-run gauges, labelled check_ids: name, help, value from (outcome, time of the run)
+CHECK_GAUGES: tuple[tuple[str, str, Callable[[Any, float], Any]], ...] = (
+    ("ce_check_status", "Check status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", lambda o, now: int(o.result.status)),
+    ("ce_check_last_duration_seconds", "How long the check's last run took.", lambda o, now: o.duration_s),
+    ("ce_check_last_run_timestamp_seconds", "When the check last ran (Unix time).", lambda o, now: now),
+)
+
+
 class Families:
     """The families of one export, built from a run's outcomes; counts what it had to leave out."""
 
@@ -76,7 +99,7 @@ class Families:
             kind: str = "gauge") -> None:
         """One series: `fixed` labels are ours; `own` are a plugin's, renamed `exported_NAME` when they
         clash with ours (as Prometheus does on a scrape); the last value of a label set wins."""
-        number = _number(value)
+        number = as_number(value)
         if number is None:
             self.skipped["no_value"] += 1
             return
@@ -94,24 +117,35 @@ class Families:
 
     def add_outcomes(self, outcomes: Iterable[Any], now: float) -> None:
         for o in outcomes:
-            job = o.job
-            if job.kind == "check":
-                ids = {"check": job.name, "host": job.host, "play": job.play, "plugin": job.plugin_name}
-                self.set("ce_check_status", "Check status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
-                         ids, {}, int(o.result.status))
-                self.set("ce_check_duration_seconds", "How long the check's last run took.", ids, {}, o.duration_s)
-                self.set("ce_check_last_run_timestamp_seconds", "When the check last ran (Unix time).",
-                         ids, {}, now)
-                for m in o.result.metrics:
-                    fixed = {"check": job.name, "host": job.host, "play": job.play, "metric": m.name, "unit": m.unit}
-                    self.set("ce_check_metric", "A check's performance data, by metric name and unit.",
-                             fixed, m.labels, m.value)
-            else:
-                for m in o.samples:
-                    name, kind = self.sample_family(metric_name("ce_" + str(m.name)))
-                    fixed = {"host": job.host, "play": job.play, "collector": job.name}
-                    self.set(name, f"Collector sample {m.name}" + (f" ({m.unit})." if m.unit else "."),
-                             fixed, m.labels, m.value, kind)
+            self.add_outcome(o, now)
+
+    def add_outcome(self, o: Any, now: float) -> None:
+        """One outcome's series: a check's status, last duration, last run (`now`) and perfdata, or a
+        collector's samples."""
+        if o.job.kind == "check":
+            ids = check_ids(o.job)
+            for name, help_text, value in CHECK_GAUGES:
+                self.set(name, help_text, ids, {}, value(o, now))
+            self.add_perfdata(o)
+        else:
+            self.add_samples(o)
+
+    def add_perfdata(self, o: Any) -> None:
+        """A check outcome's metrics, as ce_check_metric series."""
+        job = o.job
+        for m in o.result.metrics:
+            fixed = {"check": job.name, "host": job.host, "play": job.play, "metric": m.name, "unit": m.unit}
+            self.set("ce_check_metric", "A check's performance data, by metric name and unit.",
+                     fixed, m.labels, m.value)
+
+    def add_samples(self, o: Any) -> None:
+        """A collector outcome's samples, each in the family its name gives (see sample_family)."""
+        job = o.job
+        for m in o.samples:
+            name, kind = self.sample_family(metric_name("ce_" + str(m.name)))
+            fixed = {"host": job.host, "play": job.play, "collector": job.name}
+            self.set(name, f"Collector sample {m.name}" + (f" ({m.unit})." if m.unit else "."),
+                     fixed, m.labels, m.value, kind)
 
     def sample_family(self, name: str) -> tuple[str, str]:
         """The family name and type of a collector sample: NAME_total is a counter (the Prometheus
@@ -134,7 +168,8 @@ class Families:
         return [self.by_name[name] for name in sorted(self.by_name)]
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
+    """`value` as a sample value: None for None, a bool, NaN or what is not a number."""
     if value is None or isinstance(value, bool):
         return None
     try:

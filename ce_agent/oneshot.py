@@ -13,7 +13,7 @@ from typing import Any
 from ce_agent.config.templating import Templar, TemplateError
 from ce_agent.config.yamlfile import parse_yaml
 from ce_agent.contracts import Status, worst
-from ce_agent.errors import Problems, UserError
+from ce_agent.errors import ConfigError, Problems, UserError
 from ce_agent.plan import Plan, Selection, build_plan
 from ce_agent.redact import Redactor
 from ce_agent.registry import Registry
@@ -96,6 +96,30 @@ def load(
     if problems:
         raise InvalidConfig(problems)
     return plan, problems
+
+
+def load_or_explain(playbooks: list[Path], inventories: list[Path], selection: Selection,
+                    environ: Mapping[str, str] | None = None) -> tuple[Plan, Redactor, list[str]]:
+    """(plan, redactor, warnings), or ConfigError whose lines are every problem (sorted by file and
+    line, secrets masked) and then their count."""
+    redactor = Redactor()
+    try:
+        plan, problems = load(playbooks, inventories, selection, Registry(), redactor, environ)
+    except InvalidConfig as exc:
+        errors = exc.problems.lines(warnings=False)
+        lines = [redactor.scrub(line) for line in sorted(exc.problems.lines(warnings=True) + errors, key=_by_place)]
+        raise ConfigError([*lines, f"{len(errors)} error{'s' if len(errors) != 1 else ''}"]) from None
+    except UserError as exc:
+        raise ConfigError([redactor.scrub(f"error: {exc}")]) from None
+    return plan, redactor, [redactor.scrub(w) for w in problems.lines(warnings=True)]
+
+
+def _by_place(line: str) -> tuple[str, int, int]:
+    """Sort key for printed problems: file, then line and column numbers."""
+    import re
+
+    match = re.match(r"^(.*?):(\d+):(\d+): ", line)
+    return (match[1], int(match[2]), int(match[3])) if match else ("", 0, 0)
 
 
 def open_store(state_dir: Path | None, now: float, read_only: bool = False) -> tuple[Any, list[str]]:

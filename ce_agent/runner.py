@@ -27,12 +27,15 @@ class Outcome:
     trace: str = ""  # the traceback when the plugin raised: for -v and JSON, never for notifications
 
 
-def run_job(job: Any) -> tuple[Result, list[Metric]]:
-    """Instantiate the plugin and call it; exceptions propagate to the caller."""
+def run_job(job: Any, attach: Callable[[Any], None] | None = None) -> tuple[Result, list[Metric]]:
+    """Instantiate the plugin and call it; exceptions propagate to the caller. `attach` gets the
+    plugin object before it runs (so that it can be cancelled)."""
     if job.load_error:
         return Result(Status.UNKNOWN, job.load_error), []
     plugin = job.plugin(job.options, job.context)
     job.instance = plugin
+    if attach is not None:
+        attach(plugin)
     if job.kind == "collector":
         samples = list(plugin.collect())
         return Result(Status.OK, f"{len(samples)} samples"), samples
@@ -48,7 +51,7 @@ def run_job(job: Any) -> tuple[Result, list[Metric]]:
     return result, []
 
 
-def _error_result(exc: BaseException, scrub: Scrub) -> tuple[Result, str]:
+def error_result(exc: BaseException, scrub: Scrub) -> tuple[Result, str]:
     import traceback
 
     message = str(exc) or type(exc).__name__
@@ -69,7 +72,7 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 20] + f" … ({len(text) - limit + 20} more)"
 
 
-def _scrubbed(result: Result, scrub: Scrub) -> Result:
+def scrubbed(result: Result, scrub: Scrub) -> Result:
     """The result with every text a plugin chose scrubbed (summary, long output, metric labels) and
     bounded in size: one line of summary, 64 KiB of long output, 1000 metrics."""
     metrics = [
@@ -100,9 +103,9 @@ def execute(
         trace = ""
         try:
             result, samples = run_job(job)
-            result = _scrubbed(result, scrub)
+            result = scrubbed(result, scrub)
         except BaseException as exc:  # noqa: BLE001 - a plugin's failure, whatever it is, is its result
-            (result, trace), samples = _error_result(exc, scrub), []
+            (result, trace), samples = error_result(exc, scrub), []
         done.put((index, result, samples, clock() - started, trace))
 
     def finished(item: tuple[int, Result, list[Metric], float, str]) -> None:

@@ -1,18 +1,30 @@
-"""Renders and installs the systemd unit or launchd plist that runs the agent as a service."""
+"""Renders and installs the systemd unit or launchd plist that runs the agent as a service.
+
+The paths come from unit_path (under $CE_AGENT_SERVICE_ROOT when it is set), the service manager is
+driven through its command (systemctl, launchctl) found on PATH, and every failure becomes one line:
+install, uninstall and status return an Outcome the command line prints.
+"""
 
 from __future__ import annotations
 
+import os
 import plistlib
 import re
+import shlex
+import shutil
 import string
+import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 # The templates are also in packaging/ (for packagers and readers); copies live here because a wheel
 # ships only the package. tests/test_service.py keeps both copies identical.
 SYSTEMD_TEMPLATE = """# ce-agent as a systemd service, rendered by `ce-agent service install`.
+# ce-agent replaces or removes this file only while the line above says it rendered it.
 # The agent reads its secrets from $$CREDENTIALS_DIRECTORY (LoadCredential=), never from this file.
 [Unit]
 Description=ce-agent monitoring agent
@@ -76,6 +88,7 @@ WantedBy=$wanted_by
 LAUNCHD_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
 <!-- ce-agent under launchd, rendered by `ce-agent service install`: a LaunchDaemon, or a LaunchAgent for one user. -->
+<!-- ce-agent replaces or removes this file only while the line above says it rendered it. -->
 <plist version="1.0">
 <dict>
 	<key>Label</key>
@@ -113,6 +126,23 @@ $program_arguments
 SYSTEMD_UNIT_NAME = "ce-agent.service"
 LAUNCHD_LABEL = "io.ce-agent.agent"
 SYSTEM_STATE_DIR = "/var/lib/ce-agent"  # the agent's own default for root (ce_agent.store.default_state_dir)
+SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
+LAUNCH_DAEMONS_DIR = Path("/Library/LaunchDaemons")
+SYSTEM_LOG_DIR = Path("/Library/Logs/ce-agent")
+# Every file ce-agent renders holds these words; install replaces and uninstall removes only such a file
+MARKER = "rendered by `ce-agent service install`"
+# A directory prefix for every path the service commands write (like DESTDIR): for packagers and tests
+SERVICE_ROOT_ENV = "CE_AGENT_SERVICE_ROOT"
+# `systemctl enable --now` waits for READY=1 from a Type=notify service (systemd's own limit is 90 s)
+COMMAND_TIMEOUT_S = 120.0
+
+EXIT_FAILED = 1  # a service manager command failed or could not run; the file is written (or removed)
+EXIT_INACTIVE = 3  # status: not running or not installed, as `systemctl status` and LSB
+EXIT_UNKNOWN = 4  # status: installed, but the service manager could not be asked (LSB "status unknown")
+
+
+class ServiceError(Exception):
+    """A request refused before anything is written: one line, exit 2."""
 
 # A word systemd takes as it is, once % and $ are doubled: no quotes, blanks, backslashes or controls.
 _BARE_WORD = re.compile(r"[A-Za-z0-9_@%$+=:,./-]+")
@@ -198,8 +228,11 @@ def render_launchd(
         stderr_path=escape(str(Path(log_dir) / "ce-agent.err.log")),
         state_dir=escape(state_dir),
     )
-    # a round trip through plistlib proves the XML well-formed and gives the canonical layout
-    return plistlib.dumps(plistlib.loads(text.encode()), sort_keys=False)
+    try:
+        plistlib.loads(text.encode())  # proves the XML well-formed; the text itself keeps its comments
+    except Exception as exc:  # expat's error for control characters is no ValueError
+        raise ValueError(f"the plist would not be valid XML ({exc}): control characters in a path?") from None
+    return text.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +242,21 @@ class Rendered:
     kind: str  # "systemd" or "launchd"
     path: Path
     content: bytes
+    directories: tuple[Path, ...] = ()  # made before the service starts (launchd opens its log files there)
 
 
 def agent_argv(
-    argv0: str, which: str | None, python: str, playbooks: Sequence[Path], inventories: Sequence[Path]
+    argv0: str,
+    which: str | None,
+    python: str,
+    playbooks: Sequence[Path],
+    inventories: Sequence[Path],
+    listen: str | None = None,
 ) -> list[str]:
-    """The daemon's command line: this `ce-agent` script, else the one on PATH, else `python -m ce_agent`."""
+    """The daemon's command line: this `ce-agent` script, else the one on PATH, else `python -m ce_agent`.
+
+    Paths are made absolute: the service manager starts the agent in another directory.
+    """
     script = Path(argv0)
     if script.name == "ce-agent" and script.is_file():
         command = [str(script.resolve())]
@@ -226,12 +268,58 @@ def agent_argv(
     command += [str(p.resolve()) for p in playbooks]
     for inventory in inventories:
         command += ["-i", str(inventory.resolve())]
+    if listen is not None:
+        command += ["--listen", listen]
     return command
+
+
+def listen_address(value: str) -> str:
+    """--listen checked by the agent's own parser, written out in full (":9464" is 127.0.0.1:9464).
+
+    "none" (or "off"): the agent serves no endpoints; systemd's watchdog and readiness do not need them.
+    """
+    from ce_agent.server import format_address, parse_address
+
+    if value.strip().lower() in ("none", "off"):
+        return "none"
+    return format_address(*parse_address(value))
 
 
 def default_kind(platform: str) -> str:
     """launchd on macOS, systemd everywhere else."""
     return "launchd" if platform == "darwin" else "systemd"
+
+
+def service_root(environ: Mapping[str, str]) -> Path | None:
+    """$CE_AGENT_SERVICE_ROOT as an absolute directory, or None when unset or empty."""
+    value = environ.get(SERVICE_ROOT_ENV, "")
+    return Path(os.path.abspath(value)) if value else None
+
+
+def _under(root: Path | None, path: Path) -> Path:
+    return root / path.relative_to(path.anchor) if root is not None else path
+
+
+def unit_path(kind: str, user_mode: bool, home: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """Where the unit or plist lives, under $CE_AGENT_SERVICE_ROOT when that is set.
+
+    systemd: /etc/systemd/system, or $XDG_CONFIG_HOME/systemd/user (~/.config when unset or relative, as the
+    XDG spec says) for a user. launchd: /Library/LaunchDaemons, or ~/Library/LaunchAgents for a user.
+    """
+    environ = environ if environ is not None else {}
+    if kind == "systemd":
+        if user_mode:
+            config = environ.get("XDG_CONFIG_HOME", "")
+            base = Path(config) if config and Path(config).is_absolute() else home / ".config"
+            path = base / "systemd" / "user" / SYSTEMD_UNIT_NAME
+        else:
+            path = SYSTEM_UNIT_DIR / SYSTEMD_UNIT_NAME
+    elif kind == "launchd":
+        directory = home / "Library" / "LaunchAgents" if user_mode else LAUNCH_DAEMONS_DIR
+        path = directory / f"{LAUNCHD_LABEL}.plist"
+    else:
+        raise ValueError(f"unknown service kind {kind!r}: systemd or launchd")
+    return _under(service_root(environ), path)
 
 
 def render(
@@ -241,26 +329,22 @@ def render(
     home: Path,
     state_dir: str | None = None,
     credentials: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Rendered:
-    """The unit or plist for this kind, with the path where it belongs."""
+    """The unit or plist for this kind, with the path where it belongs (see unit_path)."""
+    path = unit_path(kind, user_mode, home, environ)
     if kind == "systemd":
-        if user_mode:
-            path = home / ".config" / "systemd" / "user" / SYSTEMD_UNIT_NAME
-        else:
-            path = Path("/etc/systemd/system") / SYSTEMD_UNIT_NAME
         return Rendered(kind, path, render_systemd(exec_argv, user_mode, state_dir, credentials or {}).encode())
-    if kind == "launchd":
-        if credentials:
-            raise ValueError("--credential is for systemd's LoadCredential=; launchd has no equivalent")
-        if user_mode:
-            log_dir = home / "Library" / "Logs" / "ce-agent"
-            state_dir = state_dir or str(home / ".local" / "state" / "ce-agent")
-            path = home / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
-        else:
-            log_dir = Path("/Library/Logs/ce-agent")
-            path = Path("/Library/LaunchDaemons") / f"{LAUNCHD_LABEL}.plist"
-        return Rendered(kind, path, render_launchd(exec_argv, LAUNCHD_LABEL, str(log_dir), user_mode, state_dir))
-    raise ValueError(f"unknown service kind {kind!r}: systemd or launchd")
+    if credentials:
+        raise ValueError("--credential is for systemd's LoadCredential=; launchd has no equivalent")
+    if user_mode:
+        log_dir = home / "Library" / "Logs" / "ce-agent"
+        state_dir = state_dir or str(home / ".local" / "state" / "ce-agent")
+    else:
+        log_dir = SYSTEM_LOG_DIR
+    content = render_launchd(exec_argv, LAUNCHD_LABEL, str(log_dir), user_mode, state_dir)
+    # the plist names the real log directory; install makes it where the files go
+    return Rendered(kind, path, content, (_under(service_root(environ or {}), log_dir),))
 
 
 def parse_credentials(values: Sequence[str]) -> dict[str, str]:
@@ -272,3 +356,275 @@ def parse_credentials(values: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"--credential wants NAME=PATH, got {value!r}")
         credentials[name] = str(Path(path).resolve())
     return credentials
+
+
+# --- installing, removing and asking the service manager ---------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What a service command prints (stdout, stderr lines) and its exit status."""
+
+    code: int = 0
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """One service manager command; code None when it could not run at all (not on PATH, timed out)."""
+
+    argv: tuple[str, ...]
+    code: int | None
+    out: str = ""
+    err: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def problem(self) -> str:
+        """One line naming the command and its error."""
+        command = shlex.join(self.argv)
+        if self.code is None:
+            return f"error: {command}: {self.err}"
+        detail = "; ".join(line.strip() for line in (self.err or self.out).splitlines() if line.strip())
+        return f"error: {command} failed (exit {self.code}): {detail or 'no message'}"
+
+
+def run_command(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_S) -> Ran:
+    """Run a service manager command found on PATH; never raises for a missing or failing command."""
+    found = shutil.which(argv[0])
+    if found is None:
+        return Ran(tuple(argv), None, err=f"{argv[0]} is not on PATH")
+    try:
+        proc = subprocess.run([found, *argv[1:]], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              errors="replace", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Ran(tuple(argv), None, err=f"no answer after {timeout:g} s")
+    except OSError as exc:
+        return Ran(tuple(argv), None, err=exc.strerror or str(exc))
+    return Ran(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+
+def require_root(user_mode: bool, euid: int, environ: Mapping[str, str], doing: str) -> None:
+    """The system service's files and manager need root; a --user one or a $CE_AGENT_SERVICE_ROOT tree do not."""
+    if not user_mode and euid != 0 and service_root(environ) is None:
+        raise ServiceError(f"{doing} the system service needs root: run it with sudo, or give --user")
+
+
+def written_by_ce_agent(content: bytes) -> bool:
+    return MARKER.encode() in content
+
+
+def write_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
+    """A temporary file in the same directory, flushed to disk, then renamed over path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fchmod(file.fileno(), mode)  # mkstemp makes 0600; the manager and readers need 0644
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    with suppress(OSError):  # the rename itself survives a crash once the directory is on disk
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def _read(path: Path) -> bytes | None:
+    """The file's content, None when there is none; a path that cannot be read is refused."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ServiceError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _systemctl(user_mode: bool, *args: str) -> list[str]:
+    return ["systemctl", *(["--user"] if user_mode else []), *args]
+
+
+def _launchd_domain(user_mode: bool) -> str:
+    return f"gui/{os.getuid()}" if user_mode else "system"
+
+
+def _start_commands(kind: str, path: Path, user_mode: bool, replaced: bool) -> list[list[str]]:
+    """What starts the service now and at every boot (or login), after the definition is written."""
+    if kind == "systemd":
+        commands = [_systemctl(user_mode, "daemon-reload"), _systemctl(user_mode, "enable", "--now", SYSTEMD_UNIT_NAME)]
+        if replaced:  # enable --now leaves a running agent alone: restart it on the new unit
+            commands.append(_systemctl(user_mode, "try-restart", SYSTEMD_UNIT_NAME))
+        return commands
+    domain = _launchd_domain(user_mode)
+    # enable clears a "disabled" override (what `load -w` did), bootstrap loads and, with RunAtLoad, starts
+    return [["launchctl", "enable", f"{domain}/{LAUNCHD_LABEL}"], ["launchctl", "bootstrap", domain, str(path)]]
+
+
+def _run_in_turn(commands: list[list[str]], outcome: Outcome, path: Path) -> bool:
+    """Run until one fails; then one line for the failure and one with what is left to run."""
+    for index, argv in enumerate(commands):
+        ran = run_command(argv)
+        if not ran.ok:
+            outcome.code = EXIT_FAILED
+            outcome.err.append(ran.problem())
+            left = " && ".join(shlex.join(c) for c in commands[index:])
+            outcome.err.append(f"{path} is written; to finish, run: {left}")
+            return False
+    return True
+
+
+def install(rendered: Rendered, user_mode: bool, start: bool = True, force: bool = False) -> Outcome:
+    """Write the unit or plist (atomically, 0644), then have the service manager load, enable and start it.
+
+    Refuses (ServiceError) to replace a file ce-agent did not write unless force. start False (--no-start):
+    systemd's daemon-reload only, and a failing manager is a note, not an error; launchd runs nothing.
+    """
+    path = rendered.path
+    before = _read(path)
+    if before is not None and not written_by_ce_agent(before) and not force:
+        raise ServiceError(f"{path} exists and was not written by ce-agent; give --force to replace it")
+    outcome = Outcome()
+    try:
+        write_atomically(path, rendered.content)
+        for directory in rendered.directories:
+            directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        outcome.code = EXIT_FAILED
+        outcome.err.append(f"error: cannot write {exc.filename or path}: {exc.strerror or exc}")
+        return outcome
+    outcome.out.append(f"wrote {path}")
+    replaced = before is not None and before != rendered.content
+    commands = _start_commands(rendered.kind, path, user_mode, replaced)
+    if rendered.kind == "launchd" and before is not None and start:
+        # bootstrap refuses a label that is loaded: unload the old definition (it may well not be loaded)
+        run_command(["launchctl", "bootout", f"{_launchd_domain(user_mode)}/{LAUNCHD_LABEL}"])
+    if not start:
+        if rendered.kind == "systemd":
+            reload = run_command(commands[0])
+            if reload.ok:
+                commands = commands[1:]
+            else:
+                outcome.err.append("note: " + reload.problem().removeprefix("error: "))
+        outcome.out.append("not started (--no-start); to start it now and at every "
+                           f"{'login' if user_mode else 'boot'}: {' && '.join(shlex.join(c) for c in commands)}")
+        return outcome
+    if _run_in_turn(commands, outcome, path):
+        if rendered.kind == "systemd":
+            see = shlex.join(_systemctl(user_mode, "status", SYSTEMD_UNIT_NAME))
+        else:
+            see = shlex.join(["launchctl", "print", f"{_launchd_domain(user_mode)}/{LAUNCHD_LABEL}"])
+        outcome.out.append(f"{'restarted' if replaced else 'started'} and enabled at every "
+                           f"{'login' if user_mode else 'boot'}; see: {see}")
+    return outcome
+
+
+def uninstall(kind: str, path: Path, user_mode: bool, force: bool = False) -> Outcome:
+    """Stop and disable the service (best effort: failures are reported, exit 1), remove the file, reload."""
+    before = _read(path)
+    outcome = Outcome()
+    if before is None:
+        outcome.out.append(f"not installed: there is no {path}")
+        return outcome
+    if not written_by_ce_agent(before) and not force:
+        raise ServiceError(f"{path} was not written by ce-agent; give --force to remove it")
+    manager_found = True
+    if kind == "systemd":
+        stopped = run_command(_systemctl(user_mode, "disable", "--now", SYSTEMD_UNIT_NAME))
+        if not stopped.ok:
+            outcome.err.append(stopped.problem())
+            manager_found = stopped.code is not None
+    else:
+        target = f"{_launchd_domain(user_mode)}/{LAUNCHD_LABEL}"
+        loaded = run_command(["launchctl", "print", target])
+        if loaded.code is None:
+            outcome.err.append(loaded.problem())
+        elif loaded.ok:  # a label that is not loaded has nothing to boot out
+            stopped = run_command(["launchctl", "bootout", target])
+            if not stopped.ok:
+                outcome.err.append(stopped.problem())
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        outcome.err.append(f"error: cannot remove {path}: {exc.strerror or exc}")
+        outcome.code = EXIT_FAILED
+        return outcome
+    outcome.out.append(f"removed {path}")
+    if kind == "systemd" and outcome.err:
+        # what `disable` would have removed: the [Install] link, else it dangles and systemd warns at boot
+        link = path.parent / f"{'default' if user_mode else 'multi-user'}.target.wants" / SYSTEMD_UNIT_NAME
+        if link.is_symlink():
+            with suppress(OSError):
+                link.unlink()
+    if kind == "systemd" and manager_found:
+        reload = run_command(_systemctl(user_mode, "daemon-reload"))
+        if not reload.ok:
+            outcome.err.append(reload.problem())
+    if outcome.err:
+        outcome.code = EXIT_FAILED
+        if kind == "systemd":
+            todo = " && ".join(shlex.join(_systemctl(user_mode, *a)) for a in
+                               (("stop", SYSTEMD_UNIT_NAME), ("daemon-reload",)))
+        else:
+            todo = shlex.join(["launchctl", "bootout", f"{_launchd_domain(user_mode)}/{LAUNCHD_LABEL}"])
+        outcome.err.append(f"the file is removed; if the agent still runs, do: {todo}")
+    return outcome
+
+
+def status(kind: str, path: Path, user_mode: bool) -> Outcome:
+    """Where the definition is, whether it is installed, and what the service manager says.
+
+    Exit 0 when the service runs; 3 when it does not or is not installed; 4 when it is installed but the
+    service manager cannot be asked (the codes of `systemctl status` and LSB init scripts).
+    """
+    before = _read(path)
+    outcome = Outcome()
+    outcome.out.append(f"{'unit' if kind == 'systemd' else 'plist'}: {path}")
+    if before is None:
+        outcome.out.append("installed: no")
+    else:
+        outcome.out.append(f"installed: yes{'' if written_by_ce_agent(before) else ' (not written by ce-agent)'}")
+    details = ""
+    if kind == "systemd":
+        active = run_command(_systemctl(user_mode, "is-active", SYSTEMD_UNIT_NAME))
+        # is-active prints the state whenever it reaches the manager, even for an unknown unit ("inactive")
+        state = active.out.split()[0] if active.code is not None and active.out.split() else None
+        if state is None:
+            outcome.err.append(active.problem())
+        else:
+            shown = run_command(_systemctl(user_mode, "status", "--no-pager", SYSTEMD_UNIT_NAME))
+            details = shown.out or shown.err  # exits 3 when inactive: that is an answer, not a failure
+        running = active.ok
+    else:
+        shown = run_command(["launchctl", "print", f"{_launchd_domain(user_mode)}/{LAUNCHD_LABEL}"])
+        if shown.code is None:
+            state = None
+            outcome.err.append(shown.problem())
+        elif shown.ok:
+            found = re.search(r"^\s*state = (\S+)", shown.out, re.MULTILINE)
+            state = found[1] if found else "loaded"
+            details = shown.out
+        else:
+            state = "not loaded"
+        running = state == "running"
+    outcome.out.append(f"state: {state or 'unknown'}")
+    if details.strip():
+        outcome.out += ["", details.rstrip("\n")]
+    if running:
+        outcome.code = 0
+    elif state is None and before is not None:
+        outcome.code = EXIT_UNKNOWN
+    else:
+        outcome.code = EXIT_INACTIVE
+    return outcome

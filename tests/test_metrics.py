@@ -69,7 +69,7 @@ def test_a_check_gives_its_status_duration_last_run_and_metrics() -> None:
                                plugin_name="disk")])
     ids = {"check": "Disk /", "host": "web1", "play": "Site", "plugin": "disk"}
     assert families["ce_check_status"] == {series(**ids): 2.0}
-    assert families["ce_check_duration_seconds"] == {series(**ids): 0.25}
+    assert families["ce_check_last_duration_seconds"] == {series(**ids): 0.25}
     assert families["ce_check_last_run_timestamp_seconds"] == {series(**ids): NOW}
     assert families["ce_check_metric"] == {
         series(check="Disk /", host="web1", play="Site", metric="disk_used_percent", unit="%", mount="/"): 93.5,
