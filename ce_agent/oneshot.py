@@ -185,7 +185,7 @@ def run(
                                    {key: labels for key, (labels, _state) in stored.items()})
     report = Report(outcomes, deliveries, evaluation.planned)
     if check_mode:
-        report.deliveries = [outbox.Delivery(n, n.channel) for n, _host, _group, _due in evaluation.notifications]
+        report.deliveries = [outbox.Delivery(n[0], n[0].channel) for n in evaluation.notifications]
         return report
     report.dropped = persist(store, plan, evaluation, inputs, now)
     if random.random() < PRUNE_CHANCE:  # retention: cheap enough now and then, wasteful on every cron run
@@ -230,21 +230,44 @@ def persist(store: Any, plan: Plan, evaluation: Any, inputs: list[Any], now: flo
             if planned.kind in ("firing", "reminder", "resolved", "forget"):
                 store.set_notified(planned.key, planned.channel, planned.kind in ("firing", "reminder"),
                                    status_of[planned.key], now)
-        for notification, host, group, due in evaluation.notifications:
+        for notification, host, group, due, parts in evaluation.notifications:
             alerts = [{"key": p.key, "kind": p.kind, "status": status_of[p.key]} for p in evaluation.planned
                       if p.channel == notification.channel and p.route
                       and p.route.group_key(labels_of[p.key], p.key) == group and p.kind not in ("held", "forget")]
             payload = {"notification": notification.as_dict(), "host": host, "play": notification.play,
-                       "group": group, "alerts": alerts}
+                       "group": group, "alerts": alerts, "parts": parts}
             channel = plan.resolve_channel(notification.channel, payload)
             urls = list(getattr(getattr(channel, "options", None), "urls", None) or [])
             # each URL of a channel is its own delivery: one that fails is retried alone
             for index in range(len(urls)) if len(urls) > 1 else [None]:
                 item = payload if index is None else {**payload, "url_index": index}
                 key = group if index is None else f"{group}#{index}"
+                if _join_waiting(store, notification.channel, key, item, now):
+                    continue
                 dropped += store.enqueue(notification.channel, key, notification.kind, item, now,
                                          max_items=plan.delivery.outbox_size, due=due)
     return dropped
+
+
+def _join_waiting(store: Any, channel: str, key: str, item: dict[str, Any], now: float) -> bool:
+    """Add this group message's alerts to one still waiting for the same group and channel (one message
+    per group_wait, as Alertmanager sends); True when it was taken in that way."""
+    from ce_agent.alerting import pipeline
+
+    waiting = store.waiting(channel, key, now)
+    if waiting is None or "parts" not in waiting.payload:
+        return False
+    parts = pipeline.merge_parts(waiting.payload["parts"], item["parts"])
+    if not parts:  # everything in it fired and resolved before it left: nothing to tell
+        store.delivered(waiting.id)
+        return True
+    notification = pipeline.compose(channel, parts)
+    known = {a["key"]: a for a in waiting.payload.get("alerts", [])}
+    known.update({a["key"]: a for a in item["alerts"]})
+    alerts = [known[str(p["key"])] for p in parts if str(p["key"]) in known]
+    store.replace_payload(waiting.id, notification.kind,
+                          {**waiting.payload, "notification": notification.as_dict(), "alerts": alerts, "parts": parts})
+    return True
 
 
 def annotator(redactor: Redactor) -> Callable[[str, float | None, Mapping[str, str]], str]:

@@ -478,6 +478,23 @@ class Store:
             )
             return excess
 
+    def waiting(self, channel: str, key: str, now: float) -> OutboxItem | None:
+        """The newest item for this channel and key that is not due yet and was never tried: a group
+        message still in its group_wait, which a later evaluation may add its alerts to."""
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT id, channel, alert_key, kind, payload, created, due, attempts, last_error FROM outbox"
+                " WHERE channel = ? AND alert_key = ? AND attempts = 0 AND due > ? ORDER BY id DESC LIMIT 1",
+                (channel, key, now),
+            ).fetchone()
+        return None if row is None else _outbox_item(row)
+
+    def replace_payload(self, item_id: int, kind: str, payload: dict) -> None:
+        """Rewrite a waiting item's message (its place and due time stay)."""
+        body = json.dumps(payload)
+        with self._writing() as db:
+            db.execute("UPDATE outbox SET kind = ?, payload = ? WHERE id = ?", (kind, body, item_id))
+
     def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
         """Items with due <= now, oldest first. An item waits while an older item for the same channel and
         alert key is still backing off, so a channel never hears "resolved" before the "firing" it follows."""

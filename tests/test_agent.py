@@ -387,3 +387,38 @@ all:
     assert proc.metric("ce_outbox_depth") == 0
     assert accepted and b"bad check" in accepted[0].body
     assert proc.stop() == 0
+
+
+def test_alerts_of_one_group_finishing_apart_go_out_as_one_message(start, webhook) -> None:
+    inventory = f"""\
+all:
+  vars:
+    channels:
+      hook: "json://127.0.0.1:{webhook.port}/alerts"
+    routes:
+      - channels: [hook]
+        group_by: [play]
+        group_wait: 3s
+  hosts:
+    localhost: {{}}
+"""
+    playbook = """\
+- name: Grouped
+  hosts: localhost
+  checks:
+    - name: quick failure
+      command: {argv: [sh, -c, "echo CRITICAL quick; exit 2"]}
+      schedule: "* * * * * */10"
+    - name: slow failure
+      command: {argv: [sh, -c, "sleep 1; echo CRITICAL slow; exit 2"]}
+      schedule: "* * * * * */10"
+"""
+    proc = start(playbook, inventory=inventory)
+    proc.wait_for(lambda: proc.metric("ce_check_status", check="slow failure") == 2, 15, "both checks to fail")
+    proc.wait_for(lambda: webhook.requests, 10, "the group message")
+    time.sleep(1)
+    assert len(webhook.requests) == 1, [r.body for r in webhook.requests]
+    body = json.loads(webhook.requests[0].body)
+    assert body["title"] == "[FIRING:2] host=localhost severity=critical"
+    assert "quick failure" in body["message"] and "slow failure" in body["message"]
+    assert proc.stop() == 0

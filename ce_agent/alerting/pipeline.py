@@ -61,7 +61,8 @@ class Evaluation:
     states: dict[str, AlertState] = field(default_factory=dict)
     events: dict[str, list[Event]] = field(default_factory=dict)
     planned: list[Planned] = field(default_factory=list)
-    notifications: list[tuple[Notification, str, str, float]] = field(default_factory=list)  # (n, host, group, due)
+    # (notification, host, group, due, parts): parts are what compose() made the notification from
+    notifications: list[tuple[Notification, str, str, float, list[dict[str, Any]]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,8 @@ def evaluate(
         route: Route = entry["route"]
         last = group_sent(group, channel)
         due = now + route.group_wait if last is None else max(now, last + route.group_interval)
-        notification = render(channel, entry["alerts"], now, scrub)
-        result.notifications.append((notification, entry["host"], group, due))
+        parts = [part(alert, state, kind, now, scrub) for alert, state, kind in entry["alerts"]]
+        result.notifications.append((compose(channel, parts), entry["host"], group, due, parts))
     return result
 
 
@@ -229,41 +230,76 @@ _TITLE_PREFIX = {"resolved": "RESOLVED", "flapping_start": "FLAPPING", "flapping
 
 def render(channel: str, alerts: Sequence[tuple[AlertInput, AlertState, str]], now: float, scrub: Scrub) -> Notification:
     """One message for a group: a single alert reads "[CRITICAL] Root disk on web1"; several are listed."""
-    shown = list(alerts)
+    return compose(channel, [part(alert, state, kind, now, scrub) for alert, state, kind in alerts])
+
+
+def part(alert: AlertInput, state: AlertState, kind: str, now: float, scrub: Scrub) -> dict[str, Any]:
+    """One alert's share of a group message, as JSON-able data (kept in the outbox, already scrubbed,
+    so that a message still waiting for its group can take in alerts of later evaluations)."""
+    return {
+        "key": alert.key,
+        "kind": kind,
+        "prefix": _prefix(alert, kind),
+        "title": scrub(alert.title),
+        "lines": [scrub(line) for line in _describe(alert, state, kind, now)],
+        "status": 0 if kind == "resolved" else int(alert.observation.status),
+        "labels": {k: scrub(str(v)) for k, v in alert.labels.items()},
+        "host": alert.host,
+        "play": alert.play,
+        "summary": scrub(alert.observation.summary),
+        "metrics": [m.as_dict() for m in alert.metrics],
+    }
+
+
+def merge_parts(waiting: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The parts of a queued group message after a later evaluation adds `new` ones (Alertmanager's
+    group_wait): an alert's newer part replaces its older one, and an alert that fired and resolved
+    before the message left is dropped from it altogether (the channel never heard of it)."""
+    merged = {str(p["key"]): dict(p) for p in waiting}
+    for p in new:
+        old = merged.get(str(p["key"]))
+        if old is not None and p["kind"] == "resolved" and old["kind"] != "resolved":
+            del merged[str(p["key"])]
+        else:
+            merged[str(p["key"])] = dict(p)
+    return list(merged.values())
+
+
+def compose(channel: str, parts: Sequence[Mapping[str, Any]]) -> Notification:
+    """The message for a group's parts."""
+    shown = list(parts)
     lines: list[str] = []
-    for alert, state, kind in shown:
+    for p in shown:
         if len(shown) > 1:
-            lines += [f"== {_prefix(alert, kind)} {alert.title}"]
-        lines += _describe(alert, state, kind, now)
+            lines += [f"== {p['prefix']} {p['title']}"]
+        lines += list(p["lines"])
         lines.append("")
-    statuses = [Status.OK if k == "resolved" else Status(a.observation.status) for a, _, k in shown]
-    worst = max(statuses, key=lambda s: s.rank)
+    worst = max((Status(int(p["status"])) for p in shown), key=lambda s: s.rank)
+    first = shown[0]
     if len(shown) == 1:
-        alert, _, kind = shown[0]
-        title = f"[{_prefix(alert, kind)}] {alert.title}" + (" (still firing)" if kind == "reminder" else "")
+        title = f"[{first['prefix']}] {first['title']}" + (" (still firing)" if first["kind"] == "reminder" else "")
     else:
         counts: dict[str, int] = {}
-        for _, _, kind in shown:
-            label = "RESOLVED" if kind == "resolved" else "FIRING"
+        for p in shown:
+            label = "RESOLVED" if p["kind"] == "resolved" else "FIRING"
             counts[label] = counts.get(label, 0) + 1
-        common = {k: v for k, v in shown[0][0].labels.items() if all(a.labels.get(k) == v for a, _, _ in shown)}
+        common = {k: v for k, v in first["labels"].items() if all(p["labels"].get(k) == v for p in shown)}
         title = "[" + ", ".join(f"{k}:{n}" for k, n in counts.items()) + "] " + " ".join(
             f"{k}={v}" for k, v in sorted(common.items()) if k in ("alertname", "check", "host", "severity")
         )
-    first = shown[0][0]
-    labels = {**first.labels}
+    labels = dict(first["labels"])
     return Notification(
         channel=channel,
-        title=scrub(title),
-        body=scrub("\n".join(lines).rstrip()),
+        title=title,
+        body="\n".join(lines).rstrip(),
         status=worst,
-        host=first.host,
-        play=first.play,
-        check=first.labels.get("check") or first.labels.get("alertname", ""),
-        summary=scrub(first.observation.summary),
-        metrics=list(first.metrics),
-        labels={k: scrub(str(v)) for k, v in labels.items()},
-        kind=shown[0][2] if len(shown) == 1 else "group",
+        host=str(first["host"]),
+        play=str(first["play"]),
+        check=labels.get("check") or labels.get("alertname", ""),
+        summary=str(first["summary"]),
+        metrics=[Metric.from_dict(m) for m in first["metrics"]],
+        labels=labels,
+        kind=str(first["kind"]) if len(shown) == 1 else "group",
     )
 
 
