@@ -422,3 +422,22 @@ all:
     assert body["title"] == "[FIRING:2] host=localhost severity=critical"
     assert "quick failure" in body["message"] and "slow failure" in body["message"]
     assert proc.stop() == 0
+
+
+def test_readyz_says_so_while_the_state_cannot_be_written_and_recovers(start, agent: Agent) -> None:
+    proc = start(QUIET)
+    proc.wait_for(lambda: proc.metric("ce_check_status", check="ok check") == 0, 10, "a first result")
+    # another process holds the database's write lock past the agent's 5 s busy timeout
+    locker = sqlite3.connect(agent.cwd / "state" / "state.db", isolation_level=None, timeout=1)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        code, body, _ = proc.wait_for(lambda: (r := proc.get("/readyz", timeout=10))[0] == 503 and r, 20,
+                                      "/readyz to report the state")
+        assert "the state cannot be written" in body and "locked" in body, body
+        assert proc.log("recording results failed")["level"] == "ERROR"
+        assert proc.get("/livez")[0] == 200  # alive all the same: restarting would not help
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    proc.wait_for(lambda: proc.get("/readyz", timeout=10)[0] == 200, 20, "/readyz to recover")
+    assert proc.stop() == 0
