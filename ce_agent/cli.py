@@ -392,6 +392,23 @@ def ping(
     _alertcmd(alertcmds.ping, _state_dir(state_dir), name, "start" if start else "fail" if fail else "success")
 
 
+def _service_kind(systemd: bool, launchd: bool) -> str:
+    from ce_agent import service
+
+    if systemd and launchd:
+        raise _fail(["error: give --systemd or --launchd, not both"])
+    return "systemd" if systemd else "launchd" if launchd else service.default_kind(sys.platform)
+
+
+def _finish(outcome) -> typer.Exit:  # type: ignore[no-untyped-def]
+    """Print a service command's outcome; the exit to raise."""
+    for line in outcome.out:
+        typer.echo(line)
+    for line in outcome.err:
+        typer.echo(line, err=True)
+    return typer.Exit(outcome.code)
+
+
 @service_app.command("install")
 def service_install(
     systemd: Annotated[bool, typer.Option("--systemd", help="A systemd unit [default on Linux].")] = False,
@@ -428,11 +445,9 @@ def service_install(
 
     from ce_agent import service
 
-    if systemd and launchd:
-        raise _fail(["error: give --systemd or --launchd, not both"])
+    kind = _service_kind(systemd, launchd)
     if not playbook:
         raise _fail(["error: give at least one --playbook for the agent to run"])
-    kind = "systemd" if systemd else "launchd" if launchd else service.default_kind(sys.platform)
     try:
         address = service.listen_address(listen) if listen is not None else None
         if not dry_run:
@@ -453,11 +468,7 @@ def service_install(
         outcome = service.install(rendered, user, start=not no_start, force=force)
     except (service.ServiceError, ValueError) as exc:
         raise _fail([f"error: {exc}"]) from None
-    for line in outcome.out:
-        typer.echo(line)
-    for line in outcome.err:
-        typer.echo(line, err=True)
-    raise typer.Exit(outcome.code)
+    raise _finish(outcome)
 
 
 @service_app.command("uninstall")
@@ -473,19 +484,13 @@ def service_uninstall(
     """
     from ce_agent import service
 
-    if systemd and launchd:
-        raise _fail(["error: give --systemd or --launchd, not both"])
-    kind = "systemd" if systemd else "launchd" if launchd else service.default_kind(sys.platform)
+    kind = _service_kind(systemd, launchd)
     try:
         service.require_root(user, os.geteuid(), os.environ, "removing")
         outcome = service.uninstall(kind, service.unit_path(kind, user, Path.home(), os.environ), user, force)
     except service.ServiceError as exc:
         raise _fail([f"error: {exc}"]) from None
-    for line in outcome.out:
-        typer.echo(line)
-    for line in outcome.err:
-        typer.echo(line, err=True)
-    raise typer.Exit(outcome.code)
+    raise _finish(outcome)
 
 
 @service_app.command("status")
@@ -501,18 +506,12 @@ def service_status(
     """
     from ce_agent import service
 
-    if systemd and launchd:
-        raise _fail(["error: give --systemd or --launchd, not both"])
-    kind = "systemd" if systemd else "launchd" if launchd else service.default_kind(sys.platform)
+    kind = _service_kind(systemd, launchd)
     try:
         outcome = service.status(kind, service.unit_path(kind, user, Path.home(), os.environ), user)
     except service.ServiceError as exc:
         raise _fail([f"error: {exc}"]) from None
-    for line in outcome.out:
-        typer.echo(line)
-    for line in outcome.err:
-        typer.echo(line, err=True)
-    raise typer.Exit(outcome.code)
+    raise _finish(outcome)
 
 
 def _version(value: bool) -> None:

@@ -8,7 +8,6 @@ import shutil
 import stat
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +18,9 @@ from ce_agent import __version__
 from ce_agent.contracts import Metric, Result, Status
 from ce_agent.metrics import build_registry, label_name, metric_name, render_text, write_textfile
 from tests.conftest import Agent
+from tests.outcomes import Job, Outcome
 
 NOW = 1_700_000_000.0
-
-
-@dataclass
-class Job:
-    """The fields of a plan's job that the export reads (plain data)."""
-
-    name: str
-    kind: str = "check"
-    host: str = "web1"
-    play: str = "Site"
-    plugin_name: str = "fixed"
-
-
-@dataclass
-class Outcome:
-    job: Job
-    result: Result
-    duration_s: float = 0.25
-    samples: list[Metric] = field(default_factory=list)
 
 
 def check(name: str, status: Status = Status.OK, metrics: list[Metric] | None = None, **job: Any) -> Outcome:

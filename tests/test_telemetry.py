@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -18,29 +17,10 @@ from ce_agent import __version__
 from ce_agent.contracts import Metric, Result, Status
 from ce_agent.metrics import RESERVED, build_registry, families, render_text
 from ce_agent.telemetry import DURATION_BUCKETS, LATENESS_BUCKETS, Telemetry
+from tests.outcomes import Job, Outcome
 
 NOW = 1_700_000_000.0
 Labels = tuple[tuple[str, str], ...]
-
-
-@dataclass
-class Job:
-    """The fields of a plan's job that telemetry reads (plain data)."""
-
-    name: str
-    kind: str = "check"
-    host: str = "web1"
-    play: str = "Site"
-    plugin_name: str = "fixed"
-
-
-@dataclass
-class Outcome:
-    job: Job
-    result: Result
-    duration_s: float = 0.25
-    samples: list[Metric] = field(default_factory=list)
-    timed_out: bool = False
 
 
 def check(name: str, status: Status = Status.OK, metrics: list[Metric] | None = None, duration: float = 0.25,
