@@ -273,3 +273,71 @@ def test_next_wakeup_is_the_earliest_due_time() -> None:
 def test_schedules_compare_by_value_so_a_reload_can_keep_unchanged_clocks() -> None:
     assert parse_schedule("0 * * * *", None, timezone=BERLIN) == Schedule(cron="0 * * * *", tz=ZoneInfo(BERLIN))
     assert parse_schedule(None, 60, jitter=5) != parse_schedule(None, 60, jitter=6)
+
+
+def drive_year(zone: str, suspends: dict[float, float]) -> tuple[dict[str, list[float]], list[list[str]]]:
+    """The daemon's loop on a fake clock through local 2024: sleep until next_wakeup, wake a little
+    late, start what due_tasks gives (each run finishes at once). `suspends` maps an instant to how
+    long the machine sleeps from then: the loop wakes only after it."""
+    import random
+
+    tz = ZoneInfo(zone)
+    schedules = {
+        "daily": parse_schedule("30 2 * * *", None, timezone=zone),
+        "hourly": parse_schedule("0 * * * *", None, timezone=zone),
+        "quarter": parse_schedule(None, 900.0),
+    }
+    start = datetime(2024, 1, 1, tzinfo=tz).timestamp()
+    end = datetime(2025, 1, 1, tzinfo=tz).timestamp()
+    clocks = {key: first_clock(s, key, start) for key, s in schedules.items()}
+    runs: dict[str, list[float]] = {key: [] for key in schedules}
+    batches: list[list[str]] = []
+    pending = sorted(suspends.items())
+    rng = random.Random(7)
+    now = start
+    while True:
+        wake = next_wakeup(clocks)
+        assert wake is not None
+        now = max(now, wake + rng.uniform(0.0, 0.05))
+        while pending and pending[0][0] <= now:
+            at, length = pending.pop(0)
+            now = max(now, at + length)
+        if now >= end:
+            return runs, batches
+        batch = due_tasks(clocks, schedules, now)
+        batches.append([s.key for s in batch])
+        for started in batch:
+            runs[started.key].append(now)
+            clocks[started.key].finished()
+
+
+@pytest.mark.parametrize("zone", [BERLIN, NEW_YORK])
+def test_a_simulated_year_of_the_daemon_loop(zone: str) -> None:
+    runs, batches = drive_year(zone, {})
+    tz = ZoneInfo(zone)
+    days = [datetime.fromtimestamp(t, tz).date() for t in runs["daily"]]
+    assert days == ALL_DAYS_2024  # once a day, DST days included
+    # every real hour (23 on the spring day, 25 in autumn) but the start itself: due times come after it
+    assert len(runs["hourly"]) == 366 * 24 - 1
+    assert len(runs["quarter"]) == 366 * 24 * 4 - 1
+    assert all(len(batch) == len(set(batch)) for batch in batches)
+
+
+@pytest.mark.parametrize("zone", [BERLIN, NEW_YORK])
+def test_suspends_during_a_year_never_cause_a_burst(zone: str) -> None:
+    tz = ZoneInfo(zone)
+    # a night's sleep (8 h from 22:00) on the first of every month, and a weekend away in June
+    suspends = {datetime(2024, month, 1, 22, tzinfo=tz).timestamp(): 8 * 3600.0 for month in range(1, 13)}
+    suspends[datetime(2024, 6, 14, 18, tzinfo=tz).timestamp()] = 62 * 3600.0
+    runs, batches = drive_year(zone, suspends)
+    # on waking, each task that missed due times runs once, then keeps its schedule
+    for resume in (at + length for at, length in suspends.items()):
+        for key, times in runs.items():
+            assert sum(1 for t in times if resume <= t < resume + 1) <= 1, (key, resume)
+            assert not [t for t in times if t < resume and t > resume - 1], key
+    days = Counter(datetime.fromtimestamp(t, tz).date() for t in runs["daily"])
+    assert max(days.values()) == 1  # never twice on one day
+    # 02:30 slept through on the 15th and 16th; on the 17th it runs once, late, on waking at 08:00
+    asleep = {date(2024, 6, 15), date(2024, 6, 16)}
+    assert set(ALL_DAYS_2024) - set(days) <= asleep
+    assert all(len(batch) == len(set(batch)) for batch in batches)
