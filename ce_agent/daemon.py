@@ -133,7 +133,8 @@ class Daemon:
         self.state_error: str | None = None
         self.started_at = clock()
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        # (task key, outcome); None: evaluate with no new outcome (after a reload); "stop"
+        self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._deliver_now = threading.Event()
         self._stopping = threading.Event()
         self._clocks: dict[TaskKey, TaskClock] = {}
@@ -241,12 +242,15 @@ class Daemon:
                              timed_out=True)
                 continue
             self._pending.append((key, start.due))
+        waiting = {key for key, _due in self._pending}
         for key, clock in self._clocks.items():
             if clock.skipped > before.get(key, 0):
                 kind, play, host, name = key
                 self.telemetry.record_skipped(name, host, play)
-                self.log.warning("skipped a run of %s: the previous one is still running", name,
-                                 extra={"check": name, "host": host, "play": play})
+                why = ("its last run is still waiting for a free slot (all --forks busy)" if key in waiting
+                       else "its last run is still going")
+                self.log.warning("skipped a run of %s: %s", name, why, extra={"check": name, "host": host, "play": play})
+        self._pending.sort(key=lambda item: item[1])  # the longest overdue first
         while self._pending and len(self._running) < self.forks:
             key, due = self._pending.pop(0)
             job = config.jobs.get(key)
@@ -297,7 +301,7 @@ class Daemon:
 
     def _report(self, key: TaskKey, job: Any, result: Result, duration: float, samples: list[Any] | None = None,
                 trace: str = "", timed_out: bool = False) -> None:
-        self._results.put(Outcome(job, result, duration, samples or [], timed_out=timed_out, trace=trace))
+        self._results.put((key, Outcome(job, result, duration, samples or [], timed_out=timed_out, trace=trace)))
 
     # ---- reload -----------------------------------------------------------------------------------------
 
@@ -362,7 +366,7 @@ class Daemon:
                 except queue.Empty:
                     break
             stop = any(item == "stop" for item in batch)
-            outcomes = [o for o in batch if isinstance(o, Outcome)]
+            outcomes = [item for item in batch if isinstance(item, tuple)]
             try:
                 self._process(outcomes)
                 self.state_error = None
@@ -372,7 +376,7 @@ class Daemon:
             if stop:
                 return
 
-    def _process(self, outcomes: list[Outcome]) -> None:
+    def _process(self, keyed: list[tuple[TaskKey, Outcome]]) -> None:
         from ce_agent import oneshot
         from ce_agent.alerting import pipeline, sources
         from ce_agent.store import ResultRow
@@ -380,10 +384,13 @@ class Daemon:
         config = self.config
         assert config is not None
         now = self.clock()
+        # a run of a task that a reload removed ends after it: its result would bring the task back
+        outcomes = [o for key, o in keyed if key in config.jobs]
         checks = [o for o in outcomes if o.job.kind == "check"]
-        for o in outcomes:
-            self.telemetry.record_outcome(o, now)
-            self._remember(o, now)
+        for key, o in keyed:
+            if key in config.jobs:
+                self.telemetry.record_outcome(o, now)
+                self._remember(key, o, now)
         self.store.add_results([
             ResultRow(now, o.job.play, o.job.host, o.job.name, o.job.plugin_name, int(o.result.status),
                       o.result.summary, o.duration_s, [m.as_dict() for m in o.result.metrics])
@@ -392,8 +399,12 @@ class Daemon:
         stored = self.store.load_alerts()
         known = {key: labels for key, (labels, _state) in stored.items()}
         inputs = sources.from_checks(checks, known, config.names)
+        # a rule is evaluated once every task of its host has reported since the (re)start: before
+        # that, a series not yet collected would look gone and resolve its alert
         touched = {(o.job.play, o.job.host) for o in outcomes}
-        rules = {ph: r for ph, r in config.plan.rules.items() if ph in touched}
+        reported = {host for host in {k[2] for k in config.jobs}
+                    if all(k in self._latest for k in config.jobs if k[2] == host)}
+        rules = {ph: r for ph, r in config.plan.rules.items() if ph in touched and ph[1] in reported}
         if rules:
             samples: dict[str, list[Any]] = {}
             for key, metrics in list(self._samples.items()):
@@ -403,7 +414,7 @@ class Daemon:
         ran = {(job.play, job.host) for job in config.jobs.values()} | set(config.plan.rules)
         defined = {play.name: {t.name for t in play.tasks} | {r.name for r in play.rules} for play in config.plan.plays
                    if not any("{" in t.name for t in play.tasks)}
-        inputs += sources.vanished(known, present, ran, defined)
+        inputs += sources.vanished(known, present, ran, defined, self.store.channels_told_firing)
         if not inputs:
             return
         previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
@@ -411,17 +422,19 @@ class Daemon:
         group_sent = lambda group, channel: (self.store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
         evaluation = pipeline.evaluate(inputs, previous, config.plan.alerting, self.store.notified, group_sent,
                                        silenced, now, config.redactor.scrub, known)
+        by_key = {a.key: a for a in inputs}
         for key, events in evaluation.events.items():
+            alert = by_key[key]
+            extra = {name: alert.labels[name] for name in ("check", "alertname", "host", "play") if name in alert.labels}
             for event in events:
-                self.log.info("alert %s: %s", event.kind, event.summary or key)
+                self.log.info("alert %s %s: %s", alert.title, event.kind, event.summary, extra=extra)
         dropped = oneshot.persist(self.store, config.plan, evaluation, inputs, now)
         if dropped:
             self.log.warning("the outbox is full: dropped %d old notifications", dropped)
         if evaluation.notifications:
             self._deliver_now.set()
 
-    def _remember(self, outcome: Outcome, now: float) -> None:
-        key = task_key(outcome.job)
+    def _remember(self, key: TaskKey, outcome: Outcome, now: float) -> None:
         result = outcome.result
         previous = self._latest.get(key)
         self.log.debug("%s ran in %.3fs: %s %s", outcome.job.name, outcome.duration_s, result.status.name,

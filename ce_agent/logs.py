@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 LOGGER_NAME = "ce_agent"
 #: record attributes given through `extra={...}` that the formatters show
-EXTRA_FIELDS = ("check", "host", "play")
+EXTRA_FIELDS = ("check", "alertname", "host", "play")
 FORMATS = ("json", "text", "auto")
 LEVELS = {
     "debug": logging.DEBUG,

@@ -177,7 +177,7 @@ def run(
             for o in outcomes if o.job.kind == "check"
         ])
     stored = store.load_alerts()
-    inputs = _alert_inputs(plan, outcomes, stored, redactor)
+    inputs = _alert_inputs(plan, outcomes, stored, redactor, store)
     previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
     silenced = pipeline.silence_matcher(store.silences(now), now)
     group_sent = lambda group, channel: (store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
@@ -194,7 +194,8 @@ def run(
     return report
 
 
-def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any], redactor: Redactor) -> list[Any]:
+def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any], redactor: Redactor,
+                  store: Any) -> list[Any]:
     """Every alert this run observed: checks, rules on this run's metrics, and removed ones."""
     from ce_agent.alerting import sources
 
@@ -210,7 +211,7 @@ def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any]
     # plays whose task names are templated are left out: an unselected task's name is not known here
     defined = {play.name: {t.name for t in play.tasks} | {r.name for r in play.rules} for play in plan.plays
                if not any("{" in t.name for t in play.tasks)}
-    return inputs + sources.vanished(known, present, ran, defined)
+    return inputs + sources.vanished(known, present, ran, defined, store.channels_told_firing)
 
 
 def persist(store: Any, plan: Plan, evaluation: Any, inputs: list[Any], now: float) -> int:

@@ -437,6 +437,13 @@ class Store:
             return None
         return {"firing": bool(row[0]), "status": row[1], "last_sent": row[2]}
 
+    def channels_told_firing(self, key: str) -> list[str]:
+        """The channels last told that alert `key` fires (they must hear it resolve)."""
+        with self._reading() as db:
+            rows = db.execute("SELECT channel FROM notification_log WHERE alert_key = ? AND firing = 1 ORDER BY channel",
+                              (key,)).fetchall()
+        return [str(row[0]) for row in rows]
+
     def set_notified(self, key: str, channel: str, firing: bool, status: int, at: float) -> None:
         with self._writing() as db:
             db.execute(

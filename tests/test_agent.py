@@ -441,3 +441,67 @@ def test_readyz_says_so_while_the_state_cannot_be_written_and_recovers(start, ag
         locker.close()
     proc.wait_for(lambda: proc.get("/readyz", timeout=10)[0] == 200, 20, "/readyz to recover")
     assert proc.stop() == 0
+
+
+HOOKED = """\
+all:
+  vars:
+    channels:
+      hook: "json://127.0.0.1:{port}/alerts"
+  hosts:
+    localhost: {{}}
+"""
+
+RULED = """\
+- name: Ruled
+  hosts: localhost
+  checks:
+    - name: fast
+      fixed: {status: OK}
+      interval: 1s
+    - name: failing
+      fixed: {status: CRITICAL, summary: broken}
+      interval: 1s
+      notify: [hook]
+  collectors:
+    - constant: {value: 7}
+      schedule: "* * * * * */3"
+  alerts:
+    - name: ConstantHigh
+      expr: "constant_value > 1"
+      notify: [hook]
+"""
+
+
+def _titles(webhook) -> list[str]:
+    return [json.loads(r.body)["title"] for r in webhook.requests]
+
+
+def test_a_restart_sends_nothing_again(start, webhook) -> None:
+    inventory = HOOKED.format(port=webhook.port)
+    proc = start(RULED, inventory=inventory)
+    proc.wait_for(lambda: len(webhook.requests) >= 2, 15, "the two alerts")
+    assert proc.stop() == 0
+    again = start(RULED, inventory=inventory)
+    # the collector runs every 3 s: the rule is not judged before it has reported
+    again.wait_for(lambda: (again.metric("ce_collector_runs_total", collector="constant", result="success") or 0) >= 2,
+                   15, "two collections after the restart")
+    time.sleep(1)
+    assert sorted(_titles(webhook)) == ["[CRITICAL] failing on localhost", "[WARNING] ConstantHigh on localhost"]
+    assert again.stop() == 0
+
+
+def test_a_check_removed_by_a_reload_resolves_on_the_channel_told_it_fired(start, agent: Agent, webhook) -> None:
+    proc = start(RULED, inventory=HOOKED.format(port=webhook.port))
+    proc.wait_for(lambda: "[CRITICAL] failing on localhost" in _titles(webhook), 15, "the failing check's alert")
+    agent.write("pb.yml", RULED.replace("""    - name: failing
+      fixed: {status: CRITICAL, summary: broken}
+      interval: 1s
+      notify: [hook]
+""", ""))
+    proc.signal(signal.SIGHUP)
+    proc.wait_for(lambda: "[RESOLVED] failing on localhost" in _titles(webhook), 15, "its resolved message")
+    time.sleep(1.5)
+    assert proc.metric("ce_check_status", check="failing") is None
+    assert _titles(webhook).count("[RESOLVED] failing on localhost") == 1
+    assert proc.stop() == 0

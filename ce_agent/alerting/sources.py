@@ -120,12 +120,14 @@ def _rule_input(rule: Any, play: str, host: str, series: dict[str, str], key: st
 
 
 def vanished(known: Mapping[str, Mapping[str, str]], present: set[str], ran: set[tuple[str, str]],
-             defined: Mapping[str, set[str]]) -> list[AlertInput]:
+             defined: Mapping[str, set[str]],
+             told_firing: Callable[[str], list[str]] = lambda key: []) -> list[AlertInput]:
     """Alerts of checks and rules removed from a play that ran on their host: observed inactive, so
     they resolve (and channels told "firing" hear it) instead of firing forever.
 
     `defined` maps each play to every check and rule name it still has, selected by tags or not:
-    an alert left out by --tags or --limit is not vanished, only not evaluated."""
+    an alert left out by --tags or --limit is not vanished, only not evaluated. `told_firing` gives the
+    channels told it fires: the removed task's `notify:` is gone, they must hear it resolve all the same."""
     inputs = []
     for key, labels in known.items():
         play, host = labels.get("play", ""), labels.get("host", "")
@@ -141,6 +143,7 @@ def vanished(known: Mapping[str, Mapping[str, str]], present: set[str], ran: set
                 host=host,
                 play=play,
                 title=f"{name} on {host}",
+                notify=told_firing(key),
             )
         )
     return inputs
