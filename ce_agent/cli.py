@@ -461,6 +461,9 @@ def service_install(
     try:
         rendered = service.render(kind, argv, user, Path.home(), str(state_dir.resolve()) if state_dir else None,
                                   service.parse_credentials(credential or []), os.environ)
+        # with CE_AGENT_SERVICE_ROOT (a packager's staging root) these files are not the target's
+        for warning in [] if os.environ.get("CE_AGENT_SERVICE_ROOT") else service.reachability_warnings(argv, kind, user):
+            typer.echo(warning, err=True)
         if dry_run:
             typer.echo(f"# would write {rendered.path}", err=True)
             sys.stdout.write(rendered.content.decode())

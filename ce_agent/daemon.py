@@ -171,6 +171,15 @@ class Daemon:
 
     def run(self) -> int:
         """Schedule until asked to stop, then stop cleanly; returns the exit code (0)."""
+        try:
+            return self._loop()
+        except BaseException:
+            # whatever ends the loop, no command it started may outlive the agent
+            for run in self._running.values():
+                run.cancel()
+            raise
+
+    def _loop(self) -> int:
         config = self.config
         assert config is not None, "start() first"
         first_due = next_wakeup(self._clocks)
@@ -398,7 +407,7 @@ class Daemon:
         ])
         stored = self.store.load_alerts()
         known = {key: labels for key, (labels, _state) in stored.items()}
-        inputs = sources.from_checks(checks, known, config.names)
+        inputs = sources.from_checks(checks, known, config.names, config.redactor.scrub)
         # a rule is evaluated once every task of its host has reported since the (re)start: before
         # that, a series not yet collected would look gone and resolve its alert
         touched = {(o.job.play, o.job.host) for o in outcomes}
@@ -541,8 +550,7 @@ class Daemon:
                 counts[latest["status"]] = (counts[latest["status"]] or 0) + 1
             tasks.append({
                 "kind": kind, "play": play, "host": host, "name": name, "plugin": job.plugin_name,
-                "schedule": schedule.cron if schedule and schedule.cron else
-                f"every {format_duration(schedule.interval or 0)}",
+                "schedule": _describe_schedule(schedule),
                 "next_run": _iso(clock.next_due) if clock else None,
                 "running": bool(clock and clock.running),
                 "skipped": clock.skipped if clock else 0,
@@ -568,6 +576,16 @@ class Daemon:
 
         now = self.clock()
         return active_alerts(self.store.load_alerts(), self.store.silences(now), now)
+
+
+def _describe_schedule(schedule: Schedule | None) -> str:
+    if schedule is None:
+        return ""
+    if schedule.cron:
+        zone = getattr(schedule.tz, "key", None) or ("UTC" if schedule.tz is None else str(schedule.tz))
+        return f"{schedule.cron} ({zone})"
+    jitter = f" + up to {format_duration(schedule.jitter)}" if schedule.jitter else ""
+    return f"every {format_duration(schedule.interval or 0)}{jitter}"
 
 
 def _iso(ts: float) -> str:
@@ -657,7 +675,8 @@ def serve(playbooks: list[Path], inventories: list[Path], selection: Any, option
     try:
         agent.start(first)
         if server is not None:
-            log.info("serving /metrics, /livez, /readyz, /healthz, /api/v1/status and / on http://%s", server.address)
+            log.info("serving /metrics, /livez, /readyz, /healthz, /api/v1/status, /api/v1/alerts and / on http://%s",
+                     server.address)
         return agent.run()
     finally:
         if server is not None:

@@ -203,7 +203,10 @@ class _QuietErrors:
     def handleError(self, record: logging.LogRecord) -> None:
         if logging.raiseExceptions and sys.stderr:
             kind = type(sys.exc_info()[1]).__name__
-            sys.stderr.write(f"--- ce_agent logging error ({kind}) in a record from {record.name} ---\n")
+            try:
+                sys.stderr.write(f"--- ce_agent logging error ({kind}) in a record from {record.name} ---\n")
+            except (OSError, ValueError):
+                pass  # stderr is gone too (a closed pipe): logging must never stop the agent
 
 
 class _PrivateFile:

@@ -200,7 +200,7 @@ def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any]
     from ce_agent.alerting import sources
 
     known = {key: labels for key, (labels, _state) in stored.items()}
-    inputs = sources.from_checks(outcomes, known)
+    inputs = sources.from_checks(outcomes, known, scrub=redactor.scrub)
     if plan.rules:
         samples: dict[str, list[Any]] = {}
         for o in outcomes:

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from ce_agent import __version__
+
 DEFAULT_ADDRESS = "127.0.0.1:9464"
 API_VERSION = 1
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -205,8 +207,8 @@ def render_page(status: dict[str, Any], not_ready: list[str], alerts: list[dict[
 
 def _handler(routes: _Routes) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        server_version = "ce-agent"
-        sys_version = ""
+        def version_string(self) -> str:
+            return f"ce-agent/{__version__}"
         timeout = REQUEST_TIMEOUT_S
 
         def log_message(self, format: str, *args: Any) -> None:

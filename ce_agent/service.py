@@ -273,6 +273,35 @@ def agent_argv(
     return command
 
 
+def reachability_warnings(argv: Sequence[str], kind: str, user_mode: bool) -> list[str]:
+    """What the system service could not reach although the unit verifies: files under /tmp (hidden
+    by PrivateTmp=yes) and, for DynamicUser=yes, files or an interpreter in directories closed to
+    other users (such as /root). One warning per path."""
+    if kind != "systemd" or user_mode:
+        return []
+    paths = [Path(a) for a in argv if a.startswith("/")]
+    script = paths[0] if paths else None
+    if script is not None and script.is_file():
+        try:
+            first = script.read_bytes()[:256].split(b"\n", 1)[0]
+        except OSError:
+            first = b""
+        if first.startswith(b"#!/"):
+            paths.append(Path(first[2:].decode(errors="replace").split()[0]))
+    warnings = []
+    for path in paths:
+        real = path.resolve()
+        if any(str(p).startswith(("/tmp/", "/var/tmp/")) for p in (path, real)):
+            warnings.append(f"warning: {path} is under /tmp: the service cannot see it (PrivateTmp=yes); "
+                            "install the agent and its files elsewhere, such as /opt or /etc/ce-agent")
+            continue
+        closed = next((d for d in [*reversed(real.parents)] if d.is_dir() and not d.stat().st_mode & 0o001), None)
+        if closed is not None:
+            warnings.append(f"warning: {path} is inside {closed}, which other users cannot enter: the service's "
+                            "dynamic user cannot reach it; install into /opt or /usr/local")
+    return warnings
+
+
 def listen_address(value: str) -> str:
     """--listen checked by the agent's own parser, written out in full (":9464" is 127.0.0.1:9464).
 

@@ -363,7 +363,7 @@ class Telemetry:
         out.append(_header("ce_config_reloads", "counter", "Configuration loads (the first one included), by result."))
         out.extend(f'ce_config_reloads_total{{result="{r}"}} {_num(n)}\n' for r, n in self._reloads.items())
         for name, counts, help_text in (
-            ("ce_notification_delivery_failures", self._failed, "Delivery attempts a channel did not accept."),
+            ("ce_notification_delivery_failures", self._failed, "Notifications a channel did not accept in one delivery round (after its quick retries)."),
             ("ce_notifications_sent", self._sent, "Notifications a channel accepted."),
         ):
             out.append(_header(name, "counter", help_text))

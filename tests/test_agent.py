@@ -292,7 +292,7 @@ def test_under_systemd_it_sends_ready_watchdog_reloading_and_stopping(start, tmp
         assert proc.proc.wait(10) == 0
 
 
-def test_logs_are_json_lines_with_check_host_and_play_and_never_a_secret(start, dead_port: int) -> None:
+def test_logs_are_json_lines_with_check_host_and_play_and_never_a_secret(start, agent: Agent, dead_port: int) -> None:
     inventory = f"""\
 all:
   vars:
@@ -301,7 +301,8 @@ all:
   hosts:
     localhost: {{}}
 """
-    playbook = QUIET.replace("summary: \"disk <full> & on fire\"}", "summary: \"disk <full> & on fire\"}\n      notify: [hook]")
+    playbook = QUIET.replace("summary: \"disk <full> & on fire\"}", "summary: \"disk <full> & on fire\"}\n"
+                             "      notify: [hook]\n      labels: {token: \"{{ env.HOOK_PASSWORD }}\"}")
     proc = start(playbook, inventory=inventory, env={"HOOK_PASSWORD": "s3cret-hunter2"})
     warning = proc.wait_for(lambda: proc.log("delivery to hook failed"), 20, "a failed delivery logged")
     assert warning["level"] == "WARNING"
@@ -309,7 +310,11 @@ all:
     assert {k: state[k] for k in ("check", "host", "play")} == {"check": "bad check", "host": "localhost", "play": "Quiet"}
     assert set(state) >= {"time", "level", "logger", "message"}
     assert proc.metric("ce_notification_delivery_failures_total", channel="hook") >= 1
+    served = [proc.get(path)[1] for path in ("/api/v1/alerts", "/api/v1/status", "/", "/metrics")]
+    assert "token" in served[0] and "s3cret-hunter2" not in "".join(served)
     proc.stop()
+    stored = b"".join(p.read_bytes() for p in (agent.cwd / "state").iterdir() if p.is_file())
+    assert b"s3cret-hunter2" not in stored
     everything = "\n".join(proc.lines + proc.errors)
     assert "s3cret-hunter2" not in everything
     assert all(line.startswith("{") for line in proc.lines), [l for l in proc.lines if not l.startswith("{")]
@@ -505,3 +510,34 @@ def test_a_check_removed_by_a_reload_resolves_on_the_channel_told_it_fired(start
     assert proc.metric("ce_check_status", check="failing") is None
     assert _titles(webhook).count("[RESOLVED] failing on localhost") == 1
     assert proc.stop() == 0
+
+
+def test_a_closed_stdout_and_stderr_do_not_stop_the_agent(agent: Agent, test_plugins: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    agent.write("pb.yml", QUIET)
+    agent.write("inv.yml", INVENTORY)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CE_AGENT_STATE_DIR": str(agent.cwd / "state"), "PYTHONPATH": str(test_plugins)}
+    proc = subprocess.Popen([sys.executable, "-m", "ce_agent", "agent", "pb.yml", "-i", "inv.yml", "--listen",
+                             f"127.0.0.1:{port}", "-v"], cwd=agent.cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # it is up and logging
+        proc.stdout.close()  # like `ce-agent agent ... | head -1`
+        time.sleep(3)  # every run logs at debug level: each write now fails
+        assert proc.poll() is None, "the agent died of a closed pipe"
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=5) as reply:
+            assert reply.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)

@@ -782,3 +782,18 @@ def test_status(tmp_path: Path, kind: str, installed: bool, tools: tuple[str, ..
         assert box.calls() == ["systemctl --user is-active ce-agent.service",
                                "systemctl --user status --no-pager ce-agent.service"]
         assert f"Active: {state}" in ran.out  # systemctl's own status, as it printed it
+
+
+def test_a_system_unit_warns_about_files_the_service_could_not_reach(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    playbook = tmp_path / "site.yml"  # pytest's tmp_path lies under /tmp, which PrivateTmp=yes hides
+    playbook.write_text("[]\n")
+    ran = subprocess.run([sys.executable, "-m", "ce_agent", "service", "install", "--dry-run", "-p", str(playbook)],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert f"warning: {playbook} is under /tmp: the service cannot see it (PrivateTmp=yes)" in ran.stderr
+    user = subprocess.run([sys.executable, "-m", "ce_agent", "service", "install", "--dry-run", "--user", "-p",
+                           str(playbook)], capture_output=True, text=True, timeout=60)
+    assert "warning:" not in user.stderr  # a user unit runs as the user, who can reach them

@@ -15,7 +15,8 @@ Annotate = Callable[[str, float | None, Mapping[str, str]], str]
 
 
 def from_checks(outcomes: Sequence[Any], known: Mapping[str, Mapping[str, str]] | None = None,
-                names: set[tuple[str, str, str]] | None = None) -> list[AlertInput]:
+                names: set[tuple[str, str, str]] | None = None,
+                scrub: Callable[[str], str] = lambda text: text) -> list[AlertInput]:
     """One alert per check result: active when not OK; HARD after the task's `retries`.
 
     `known` holds the labels each alert had in the previous run: a check that is OK again keeps the
@@ -32,7 +33,8 @@ def from_checks(outcomes: Sequence[Any], known: Mapping[str, Mapping[str, str]] 
         status = result.status
         key = check_key(job.play, job.host, job.name)
         severity = job.severity or SEVERITY_OF_STATUS.get(status) or known.get(key, {}).get("severity") or "warning"
-        labels = {**{str(k): str(v) for k, v in job.labels.items()}, "check": job.name, "host": job.host,
+        # a label templated from a secret is masked before it is stored, served or sent
+        labels = {**{str(k): scrub(str(v)) for k, v in job.labels.items()}, "check": job.name, "host": job.host,
                   "play": job.play, "severity": severity}
         inputs.append(
             AlertInput(
