@@ -251,7 +251,11 @@ def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) ->
     if len(plugin_keys) > 1 and typos:
         for key, close in typos:
             problems.add(raw.key_loc(key), f"unknown task key {key!r} (did you mean {close!r}?)")
-        return None
+        rest = [k for k in plugin_keys if k not in dict(typos)]
+        if len(rest) != 1:
+            return None
+        # the one key left is the plugin: check it too, so one pass reports every error
+        plugin_keys = rest
     if not plugin_keys:
         problems.add(raw.loc, f"this {kind} names no plugin: add a key such as 'disk: {{path: /}}' (task keys are {', '.join(TASK_KEYS)})")
         return None

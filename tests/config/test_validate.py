@@ -345,6 +345,19 @@ def test_one_error_one_line(tmp_path: Path, playbook: str, expected: str) -> Non
     assert "Traceback" not in output
 
 
+def test_a_task_key_typo_and_an_unknown_plugin_are_both_reported(tmp_path: Path) -> None:
+    code, output = validate(tmp_path, """\
+        - hosts: localhost
+          checks:
+            - nosuch: {}
+              timout: 3s
+        """)
+    assert code == 2
+    assert "site.yml:3:7: unknown check plugin 'nosuch'" in output
+    assert "site.yml:4:7: unknown task key 'timout' (did you mean 'timeout'?)" in output
+    assert output.rstrip().endswith("2 errors")
+
+
 def test_every_error_in_one_pass(tmp_path: Path) -> None:
     code, output = validate(
         tmp_path,
