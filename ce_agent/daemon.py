@@ -517,7 +517,12 @@ class Daemon:
     # ---- what the HTTP server shows (handler threads) ---------------------------------------------------
 
     def live(self) -> bool:
-        return all(t.is_alive() for t in self._threads) or self._stopping.is_set()
+        """Its threads run and its loop is not stuck for longer than it ever sleeps (then a restart,
+        by systemd's watchdog or a supervisor polling /livez, is the cure)."""
+        if self._stopping.is_set():
+            return True
+        stuck = self.monotonic() - self._next_tick > MAX_SLEEP
+        return all(t.is_alive() for t in self._threads) and not stuck
 
     def ready(self) -> tuple[bool, list[str]]:
         reasons = []

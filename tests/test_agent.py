@@ -541,3 +541,22 @@ def test_a_closed_stdout_and_stderr_do_not_stop_the_agent(agent: Agent, test_plu
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def test_readyz_reports_a_scheduler_that_stopped_ticking(start, agent: Agent) -> None:
+    # a reload that hangs reading a file() lookup (a FIFO nobody writes: think of a dead NFS mount)
+    # holds the scheduling loop: /readyz must say so, and the systemd watchdog pings stop with it
+    fifo = agent.cwd / "secret.fifo"
+    os.mkfifo(fifo)
+    proc = start(QUIET)
+    assert proc.get("/readyz")[0] == 200
+    agent.write("pb.yml", QUIET.replace("summary: fine}", "summary: \"{{ file('%s') }}\"}" % fifo))
+    proc.signal(signal.SIGHUP)
+    code, body, _ = proc.wait_for(lambda: (r := proc.get("/readyz"))[0] == 503 and r, 15, "a stalled scheduler seen")
+    assert "the scheduler has not ticked for" in body, body
+    assert proc.get("/livez")[0] == 200
+    with open(fifo, "w") as writer:  # the file answers at last: the reload completes
+        writer.write("now readable")
+    proc.wait_for(lambda: proc.get("/readyz")[0] == 200, 15, "the scheduler to tick again")
+    proc.wait_for(lambda: proc.metric("ce_check_status", check="ok check") == 0, 10, "checks again")
+    assert proc.stop() == 0
