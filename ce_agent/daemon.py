@@ -28,6 +28,7 @@ STALL_AFTER = 2.0
 # SIGTERM: running tasks get this long to finish before they are killed; everything is done in 10 s.
 STOP_GRACE = 5.0
 FLUSH_GRACE = 2.0
+BATCH_WINDOW = 0.1  # seconds the results thread gathers results before it evaluates them
 TaskKey = tuple[str, str, str, str]  # kind, play, host, name
 
 Loader = Callable[[], tuple[Any, Any]]  # -> (Plan, Redactor); raises oneshot.InvalidConfig or UserError
@@ -43,9 +44,16 @@ class Config:
     schedules: dict[TaskKey, Schedule]
     loaded_at: float
 
-    @property
-    def names(self) -> set[tuple[str, str, str]]:
-        return {(play, host, name) for kind, play, host, name in self.jobs if kind == "check"}
+    names: set[tuple[str, str, str]] = field(default_factory=set)  # (play, host, check) of every check
+    ran: set[tuple[str, str]] = field(default_factory=set)  # (play, host) pairs with tasks or rules
+    defined: dict[str, set[str]] = field(default_factory=dict)  # play -> every task and rule name it has
+
+    def __post_init__(self) -> None:
+        self.names = {(play, host, name) for kind, play, host, name in self.jobs if kind == "check"}
+        self.ran = {(job.play, job.host) for job in self.jobs.values()} | set(self.plan.rules)
+        # plays whose task names are templated are left out: an unselected task's name is not known
+        self.defined = {play.name: {t.name for t in play.tasks} | {r.name for r in play.rules}
+                        for play in self.plan.plays if not any("{" in t.name for t in play.tasks)}
 
 
 @dataclass
@@ -60,6 +68,7 @@ class _Running:
     token: object = field(default_factory=object)
     instance: Any = None
     cancelled: bool = False
+    abandoned: bool = False  # it overran its timeout: its worker leaves the pool once it returns
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def attach(self, plugin: Any) -> None:
@@ -141,6 +150,10 @@ class Daemon:
         self._pending: list[tuple[TaskKey, float]] = []  # due, waiting for a free slot: (key, due)
         self._running: dict[TaskKey, _Running] = {}
         self._abandoned: dict[TaskKey, float] = {}  # timed-out Python plugins still running: started
+        # a pool of worker threads, grown up to --forks: starting a thread per run costs more than
+        # the run of a cheap check (Thread.start waits for the new thread to get the GIL)
+        self._work_queue: queue.SimpleQueue[tuple[_Running, Callable[[str], str]] | None] = queue.SimpleQueue()
+        self._workers = 0  # workers not stuck in an abandoned run (changed by the main thread only)
         self._latest: dict[TaskKey, dict[str, Any]] = {}  # what /api/v1/status shows per task
         self._samples: dict[TaskKey, list[Any]] = {}  # latest metrics of each task, for `alerts:` rules
         self._next_tick = monotonic()
@@ -270,8 +283,20 @@ class Daemon:
             self.telemetry.record_start(lateness)
             run = _Running(key, copy.copy(job), due, started, started + job.context.timeout)
             self._running[key] = run
-            threading.Thread(target=self._work, args=(run, config.redactor.scrub), name=f"task-{job.name}",
-                             daemon=True).start()
+            self._work_queue.put((run, config.redactor.scrub))
+            if self._workers < len(self._running):  # every running task has a worker of its own
+                self._workers += 1
+                threading.Thread(target=self._worker, name=f"ce-agent-worker-{self._workers}", daemon=True).start()
+
+    def _worker(self) -> None:
+        while True:
+            item = self._work_queue.get()
+            if item is None:
+                return
+            run, scrub = item
+            self._work(run, scrub)
+            if run.abandoned:  # the pool replaced this worker when its run timed out
+                return
 
     def _work(self, run: _Running, scrub: Callable[[str], str]) -> None:
         trace = ""
@@ -299,6 +324,8 @@ class Daemon:
         for key in [k for k, r in self._running.items() if r.deadline <= mono]:
             run = self._running.pop(key)
             run.cancel()
+            run.abandoned = True
+            self._workers -= 1
             if key in self._clocks:
                 self._clocks[key].finished()
             self._abandoned[key] = self.clock() - (mono - run.started)
@@ -367,11 +394,13 @@ class Daemon:
 
     def _process_loop(self) -> None:
         while True:
-            first = self._results.get()
-            batch = [first]
-            while True:
+            batch = [self._results.get()]
+            # results of one round come within a short while: evaluating them together costs one
+            # load of the stored alerts instead of one per result
+            until = time.monotonic() + BATCH_WINDOW
+            while batch[-1] != "stop" and (left := until - time.monotonic()) > 0:
                 try:
-                    batch.append(self._results.get_nowait())
+                    batch.append(self._results.get(timeout=left))
                 except queue.Empty:
                     break
             stop = any(item == "stop" for item in batch)
@@ -411,19 +440,15 @@ class Daemon:
         # a rule is evaluated once every task of its host has reported since the (re)start: before
         # that, a series not yet collected would look gone and resolve its alert
         touched = {(o.job.play, o.job.host) for o in outcomes}
-        reported = {host for host in {k[2] for k in config.jobs}
-                    if all(k in self._latest for k in config.jobs if k[2] == host)}
-        rules = {ph: r for ph, r in config.plan.rules.items() if ph in touched and ph[1] in reported}
+        rules = {ph: r for ph, r in config.plan.rules.items() if ph in touched
+                 and all(k in self._latest for k in config.jobs if k[2] == ph[1])}
         if rules:
             samples: dict[str, list[Any]] = {}
             for key, metrics in list(self._samples.items()):
                 samples.setdefault(key[2], []).extend(metrics)
             inputs += sources.from_rules(rules, samples, known, oneshot.annotator(config.redactor))
         present = {a.key for a in inputs}
-        ran = {(job.play, job.host) for job in config.jobs.values()} | set(config.plan.rules)
-        defined = {play.name: {t.name for t in play.tasks} | {r.name for r in play.rules} for play in config.plan.plays
-                   if not any("{" in t.name for t in play.tasks)}
-        inputs += sources.vanished(known, present, ran, defined, self.store.channels_told_firing)
+        inputs += sources.vanished(known, present, config.ran, config.defined, self.store.channels_told_firing)
         if not inputs:
             return
         previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
@@ -506,7 +531,9 @@ class Daemon:
             # killed by the stop, not failed: no result, so a restart does not raise alerts
             run.cancel()
         self._running.clear()
-        self._results.put("stop")  # type: ignore[arg-type]
+        for _ in range(max(0, self._workers)):
+            self._work_queue.put(None)
+        self._results.put("stop")
         self._stopping.set()
         self._deliver_now.set()
         for thread in self._threads:

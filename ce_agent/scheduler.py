@@ -196,14 +196,23 @@ def due_tasks(clocks: Mapping[str, TaskClock], schedules: Mapping[str, Schedule]
     start, its next due time is pulled in to at most the second schedule time after `now`, so a
     daily job does not run twice while a per-minute check is not silent for the hour the clock lost."""
     starts: list[Start] = []
+    # tasks sharing a schedule (and a jitter offset) share the answer: compute it once per call
+    memo: dict[tuple[Schedule, float, float], float] = {}
+
+    def next_after(schedule: Schedule, t: float, key: str) -> float:
+        slot = (schedule, schedule.jitter_offset(key), t)
+        if slot not in memo:
+            memo[slot] = schedule.next_after(t, key)
+        return memo[slot]
+
     for key, clock in clocks.items():
         schedule = schedules[key]
         if clock.last_start is not None and now < clock.last_start:
-            clock.next_due = min(clock.next_due, schedule.next_after(schedule.next_after(now, key), key))
+            clock.next_due = min(clock.next_due, next_after(schedule, next_after(schedule, now, key), key))
         if clock.next_due > now:
             continue
         due = clock.next_due
-        clock.next_due = schedule.next_after(now, key)
+        clock.next_due = next_after(schedule, now, key)
         if clock.running:
             clock.skipped += 1
             continue
