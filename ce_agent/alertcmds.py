@@ -340,3 +340,25 @@ def ping(state_dir: Path, name: str, kind: str, *, now: float, warn: Warn) -> No
         raise UserError(f"invalid heartbeat name {name!r}: use only letters, digits, '_', '.' and '-'")
     with _store(state_dir, now, warn, create=True) as store:
         store.add_ping(name, kind, now)
+
+
+def latest_metrics(state_dir: Path, output_format: str, *, now: float, warn: Warn) -> str:
+    """`ce-agent metrics`: the newest stored result of every check and sample of every collector series,
+    in the Prometheus text format (what `run --textfile-dir` writes) or as JSON."""
+    if output_format not in ("prometheus", "json"):
+        raise UserError(f"--format must be prometheus or json, got {output_format!r}")
+    with _store(state_dir, now, warn, create=False) as store:
+        results = store.latest_results() if store is not None else []
+        samples = store.latest_samples() if store is not None else []
+    if output_format == "prometheus":
+        from ce_agent.metrics import render_stored
+
+        return render_stored(results, samples).rstrip("\n")
+    return json.dumps({
+        "version": 1,
+        "checks": [{"play": r.play, "host": r.host, "check": r.check, "plugin": r.plugin,
+                    "status": _status_name(r.status), "code": r.status, "summary": r.summary, "at": iso(r.ts),
+                    "duration_s": r.duration_s, "metrics": r.metrics} for r in results],
+        "samples": [{"play": s.play, "host": s.host, "collector": s.collector, "name": s.name, "labels": s.labels,
+                     "value": s.value, "unit": s.unit, "at": iso(s.ts)} for s in samples],
+    }, indent=2)

@@ -296,6 +296,17 @@ def _alertcmd(call, *args):  # type: ignore[no-untyped-def]
         raise _fail([f"error: {exc}"]) from None
 
 
+@app.command("metrics")
+def metrics_command(
+    output_format: Annotated[str, typer.Option("--format", help="prometheus or json.")] = "prometheus",
+    state_dir: StateDirOpt = None,
+) -> None:
+    """The newest value of every check and collector series in the state (no daemon needed)."""
+    from ce_agent import alertcmds
+
+    typer.echo(_alertcmd(alertcmds.latest_metrics, _state_dir(state_dir), output_format))
+
+
 @alerts_app.command("list")
 def alerts_list(state_dir: StateDirOpt = None, output_format: FormatOpt = "text") -> None:
     """Active alerts (pending or firing): labels, state, since when, status, silenced, flapping."""

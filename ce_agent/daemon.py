@@ -28,6 +28,7 @@ STALL_AFTER = 2.0
 # SIGTERM: running tasks get this long to finish before they are killed; everything is done in 10 s.
 STOP_GRACE = 5.0
 FLUSH_GRACE = 2.0
+PRUNE_EVERY = 3600.0  # the history is trimmed to its retention once an hour
 BATCH_WINDOW = 0.1  # seconds the results thread gathers results before it evaluates them
 TaskKey = tuple[str, str, str, str]  # kind, play, host, name
 
@@ -157,6 +158,7 @@ class Daemon:
         self._latest: dict[TaskKey, dict[str, Any]] = {}  # what /api/v1/status shows per task
         self._samples: dict[TaskKey, list[Any]] = {}  # latest metrics of each task, for `alerts:` rules
         self._next_tick = monotonic()
+        self._next_prune = 0.0
         self._threads: list[threading.Thread] = []
 
     # ---- control (safe from signal handlers: SimpleQueue.put is reentrant) --------------------------------
@@ -417,8 +419,6 @@ class Daemon:
     def _process(self, keyed: list[tuple[TaskKey, Outcome]]) -> None:
         from ce_agent import oneshot
         from ce_agent.alerting import pipeline, sources
-        from ce_agent.store import ResultRow
-
         config = self.config
         assert config is not None
         now = self.clock()
@@ -429,11 +429,10 @@ class Daemon:
             if key in config.jobs:
                 self.telemetry.record_outcome(o, now)
                 self._remember(key, o, now)
-        self.store.add_results([
-            ResultRow(now, o.job.play, o.job.host, o.job.name, o.job.plugin_name, int(o.result.status),
-                      o.result.summary, o.duration_s, [m.as_dict() for m in o.result.metrics])
-            for o in checks
-        ])
+        oneshot.record_outcomes(self.store, outcomes, now)
+        if now >= self._next_prune:  # retention, as `run` does now and then
+            self._next_prune = now + PRUNE_EVERY
+            self.store.prune(now)
         stored = self.store.load_alerts()
         known = {key: labels for key, (labels, _state) in stored.items()}
         inputs = sources.from_checks(checks, known, config.names, config.redactor.scrub)

@@ -191,10 +191,13 @@ def build_registry(outcomes: Iterable[Any], now: float, scrub: Callable[[str], s
 
     Label values are passed through `scrub` (secrets masked). Within a family, a series lacking one of
     the family's label names gets it empty, which Prometheus treats as absent: every line is valid."""
+    return registry_of(families(outcomes, now, scrub))
+
+
+def registry_of(snapshot: list[Family]) -> Any:
+    """A registry of its own (never prometheus_client's global one) serving these families."""
     from prometheus_client.core import Metric
     from prometheus_client.registry import Collector, CollectorRegistry
-
-    snapshot = families(outcomes, now, scrub)
 
     class Snapshot(Collector):
         def collect(self) -> Iterable[Metric]:
@@ -239,3 +242,34 @@ def write_textfile(directory: Path | str, text: str) -> Path:
             pass
         raise
     return target
+
+
+def stored_outcomes(results: Iterable[Any], samples: Iterable[Any]) -> list[tuple[Any, float]]:
+    """The state database's newest results and samples (store.ResultRow, store.SampleRow) as
+    (outcome, when) pairs that Families.add_outcome reads: one per check, one per collector run."""
+    from types import SimpleNamespace
+
+    from ce_agent.contracts import Metric, Result, Status
+
+    pairs: list[tuple[Any, float]] = []
+    for r in results:
+        job = SimpleNamespace(kind="check", name=r.check, host=r.host, play=r.play, plugin_name=r.plugin)
+        result = Result(Status.from_code(r.status), r.summary, [Metric.from_dict(m) for m in r.metrics])
+        pairs.append((SimpleNamespace(job=job, result=result, duration_s=r.duration_s, samples=[]), r.ts))
+    runs: dict[tuple[str, str, str], Any] = {}
+    for s in samples:
+        key = (s.play, s.host, s.collector)
+        if key not in runs:
+            job = SimpleNamespace(kind="collector", name=s.collector, host=s.host, play=s.play, plugin_name="")
+            runs[key] = SimpleNamespace(job=job, result=None, duration_s=0.0, samples=[])
+            pairs.append((runs[key], s.ts))
+        runs[key].samples.append(Metric(s.name, s.value, s.unit, dict(s.labels)))
+    return pairs
+
+
+def render_stored(results: Iterable[Any], samples: Iterable[Any], scrub: Callable[[str], str] = lambda s: s) -> str:
+    """`ce-agent metrics`: the newest stored values in the Prometheus text format (as --textfile-dir)."""
+    built = Families(scrub)
+    for outcome, when in stored_outcomes(results, samples):
+        built.add_outcome(outcome, when)
+    return render_text(registry_of(built.finish()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,8 +162,6 @@ def run(
     In check mode nothing is written or sent: the notifications are only rendered."""
     from ce_agent import outbox
     from ce_agent.alerting import pipeline
-    from ce_agent.store import ResultRow
-
     scrub = redactor.scrub
     deliveries: list[outbox.Delivery] = []
     if not check_mode:
@@ -171,11 +169,7 @@ def run(
     outcomes = execute(plan.jobs, forks=forks, scrub=scrub)
     now = clock()
     if not check_mode:
-        store.add_results([
-            ResultRow(now, o.job.play, o.job.host, o.job.name, o.job.plugin_name, int(o.result.status),
-                      o.result.summary, o.duration_s, [m.as_dict() for m in o.result.metrics])
-            for o in outcomes if o.job.kind == "check"
-        ])
+        record_outcomes(store, outcomes, now)
     stored = store.load_alerts()
     inputs = _alert_inputs(plan, outcomes, stored, redactor, store)
     previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
@@ -192,6 +186,24 @@ def run(
         store.prune(now)
     report.deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock(), plan.delivery).attempted
     return report
+
+
+def record_outcomes(store: Any, outcomes: Sequence[Outcome], now: float, history: frozenset[str] = frozenset()) -> None:
+    """Checks' results into the history; collectors' samples as each series' newest value (and over
+    time for the names in `history`)."""
+    from ce_agent.store import ResultRow, SampleRow
+
+    with store.transaction():
+        store.add_results([
+            ResultRow(now, o.job.play, o.job.host, o.job.name, o.job.plugin_name, int(o.result.status),
+                      o.result.summary, o.duration_s, [m.as_dict() for m in o.result.metrics])
+            for o in outcomes if o.job.kind == "check"
+        ])
+        store.add_samples([
+            SampleRow(now, o.job.play, o.job.host, o.job.name, str(m.name), {str(k): str(v) for k, v in m.labels.items()},
+                      m.value if isinstance(m.value, (int, float)) and not isinstance(m.value, bool) else None, m.unit)
+            for o in outcomes if o.job.kind == "collector" for m in o.samples
+        ], history)
 
 
 def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any], redactor: Redactor,

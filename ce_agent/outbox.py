@@ -201,6 +201,7 @@ def _deliver(store: Any, item: Any, resolve: Resolve, scrub: Scrub, now: float, 
                 else:
                     _mark_sent(store, item, now)
                     return Delivery(notification, item.channel, True, error, via=fallback, item_id=item.id)
+        store.add_delivery(item.channel, item.key, item.kind, now, False)
         if not exc.transient:
             store.dropped(item, now)  # a permanent refusal (4xx, a bad URL) is not retried
             return Delivery(notification, item.channel, False, f"{error} (not retried)", dropped=True, item_id=item.id)
@@ -232,3 +233,4 @@ def _mark_sent(store: Any, item: Any, now: float) -> None:
         if group:
             store.set_notified(group, item.channel, True, 0, now)
         store.delivered(item.id)
+        store.add_delivery(item.channel, item.key, item.kind, now, True)

@@ -109,6 +109,48 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX pings_name ON pings (name, kind, at);
     """,
+    """
+    -- the newest value of every collector series (what `ce-agent metrics` shows), one row per series
+    CREATE TABLE latest_samples (
+        play TEXT NOT NULL,
+        host TEXT NOT NULL,
+        collector TEXT NOT NULL,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL,
+        unit TEXT NOT NULL,
+        ts REAL NOT NULL,
+        PRIMARY KEY (play, host, collector, name, labels)
+    ) WITHOUT ROWID;
+    -- the history of the collector samples that an SLO or a baseline needs (not every sample: a
+    -- system collector alone gives ~50 a minute)
+    CREATE TABLE samples (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        play TEXT NOT NULL,
+        host TEXT NOT NULL,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL
+    );
+    CREATE INDEX samples_name ON samples (name, ts);
+    CREATE INDEX samples_ts ON samples (ts);
+    -- every delivery round of a notification: for `ce-agent stats` (the outbox forgets what it sent)
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        alert_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        sent INTEGER NOT NULL
+    );
+    CREATE INDEX deliveries_at ON deliveries (at);
+    CREATE TABLE baselines (
+        name TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        data TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 
@@ -129,6 +171,20 @@ class ResultRow:
     summary: str
     duration_s: float
     metrics: list[dict]  # Metric.as_dict() items
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRow:
+    """One collector sample as kept: the newest of its series, or in the history of an SLO's metric."""
+
+    ts: float
+    play: str
+    host: str
+    collector: str
+    name: str
+    labels: dict
+    value: float | None
+    unit: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +402,71 @@ class Store:
             rows = db.execute(sql + " ORDER BY ts, id", args).fetchall()
         return [ResultRow(*row[:8], metrics=json.loads(row[8])) for row in rows]
 
+    def add_samples(self, rows: Sequence[SampleRow], history: frozenset[str] | set[str] = frozenset()) -> None:
+        """Keep each series' newest value; the samples named in `history` are also kept over time."""
+        latest = [(r.play, r.host, r.collector, r.name, json.dumps(r.labels, sort_keys=True), r.value, r.unit, r.ts)
+                  for r in rows]
+        kept = [(r.ts, r.play, r.host, r.name, json.dumps(r.labels, sort_keys=True), r.value)
+                for r in rows if r.name in history]
+        with self._writing() as db:
+            db.executemany(
+                "INSERT INTO latest_samples (play, host, collector, name, labels, value, unit, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (play, host, collector, name, labels)"
+                " DO UPDATE SET value = excluded.value, unit = excluded.unit, ts = excluded.ts", latest)
+            db.executemany("INSERT INTO samples (ts, play, host, name, labels, value) VALUES (?, ?, ?, ?, ?, ?)", kept)
+
+    def latest_samples(self) -> list[SampleRow]:
+        """The newest value of every collector series, by play, host, collector and name."""
+        with self._reading() as db:
+            rows = db.execute("SELECT play, host, collector, name, labels, value, unit, ts FROM latest_samples"
+                              " ORDER BY play, host, collector, name, labels").fetchall()
+        return [SampleRow(ts, play, host, collector, name, json.loads(labels), value, unit)
+                for play, host, collector, name, labels, value, unit, ts in rows]
+
+    def samples(self, since: float, name: str | None = None) -> list[SampleRow]:
+        """Kept samples at or after `since` (of one name), oldest first; `collector` and `unit` are empty."""
+        sql = "SELECT ts, play, host, name, labels, value FROM samples WHERE ts >= ?"
+        args: tuple[Any, ...] = (since,)
+        if name is not None:
+            sql += " AND name = ?"
+            args += (name,)
+        with self._reading() as db:
+            rows = db.execute(sql + " ORDER BY ts, id", args).fetchall()
+        return [SampleRow(ts, play, host, "", n, json.loads(labels), value) for ts, play, host, n, labels, value in rows]
+
+    def latest_results(self) -> list[ResultRow]:
+        """The newest result of every check (play, host and check name)."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT ts, play, host, check_name, plugin, status, summary, duration_s, metrics FROM results"
+                " WHERE id IN (SELECT MAX(id) FROM results GROUP BY play, host, check_name)"
+                " ORDER BY play, host, check_name").fetchall()
+        return [ResultRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8])) for r in rows]
+
+    def add_delivery(self, channel: str, key: str, kind: str, at: float, sent: bool) -> None:
+        with self._writing() as db:
+            db.execute("INSERT INTO deliveries (channel, alert_key, kind, at, sent) VALUES (?, ?, ?, ?, ?)",
+                       (channel, key, kind, at, int(sent)))
+
+    def deliveries(self, since: float) -> list[dict]:
+        """Delivery rounds at or after `since`, oldest first: {"channel","key","kind","at","sent"}."""
+        with self._reading() as db:
+            rows = db.execute("SELECT channel, alert_key, kind, at, sent FROM deliveries WHERE at >= ? ORDER BY at, id",
+                              (since,)).fetchall()
+        return [{"channel": c, "key": k, "kind": kind, "at": at, "sent": bool(sent)} for c, k, kind, at, sent in rows]
+
+    def save_baseline(self, name: str, data: dict, now: float) -> None:
+        body = json.dumps(data)
+        with self._writing() as db:
+            db.execute("INSERT INTO baselines (name, created, data) VALUES (?, ?, ?) ON CONFLICT (name)"
+                       " DO UPDATE SET created = excluded.created, data = excluded.data", (name, now, body))
+
+    def baseline(self, name: str) -> tuple[float, dict] | None:
+        """(created, data) of a saved baseline, or None."""
+        with self._reading() as db:
+            row = db.execute("SELECT created, data FROM baselines WHERE name = ?", (name,)).fetchone()
+        return None if row is None else (float(row[0]), json.loads(row[1]))
+
     def prune(self, now: float, max_age_s: float = 30 * 86400, max_rows_per_check: int = 10_000) -> int:
         """Bound the history; returns how many rows were removed (all tables together).
 
@@ -365,6 +486,9 @@ class Store:
                 (max_rows_per_check,),
             ),
             ("DELETE FROM alert_history WHERE at < ?", (cutoff,)),
+            ("DELETE FROM samples WHERE ts < ?", (cutoff,)),
+            ("DELETE FROM deliveries WHERE at < ?", (cutoff,)),
+            ("DELETE FROM latest_samples WHERE ts < ?", (cutoff,)),
             ("DELETE FROM silences WHERE ends < ?", (cutoff,)),
             (
                 "DELETE FROM notification_log WHERE last_sent < ? AND alert_key NOT IN (SELECT alert_key FROM alerts)",

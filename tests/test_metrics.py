@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -280,3 +281,34 @@ def test_a_run_without_textfile_dir_does_not_import_prometheus_client(agent: Age
         results[name] = proc.stdout.strip().splitlines()[-1:]
     # the probe itself can tell: with the option it is imported
     assert results == {"without": ["IMPORTED False"], "with": ["IMPORTED True"]}
+
+
+def test_metrics_prints_the_newest_stored_values_without_a_daemon(agent: Agent) -> None:
+    agent.write("site.yml", PLAYBOOK)
+    out = agent.cwd / "textfiles"
+    out.mkdir()
+    assert agent("run", "site.yml", "--textfile-dir", str(out)).code == 1
+    assert agent("run", "site.yml").code == 1  # a second run: the newest values are shown, once
+    ran = agent("metrics")
+    assert ran.code == 0, ran.err
+    families = {f.name: f for f in text_string_to_metric_families(ran.out)}
+    (status,) = families["ce_check_status"].samples
+    assert status.labels["check"] == "Fixed warning" and status.value == 1
+    memory = families["ce_system_memory_used_percent"].samples
+    assert [s.labels for s in memory] == [{"host": "localhost", "play": "Export", "collector": "System"}]
+    assert families["ce_system_network_sent_bytes"].type == "counter"
+    # the same families as the textfile of a run, apart from the values that changed since
+    textfile = {f.name for f in text_string_to_metric_families((out / "ce-agent.prom").read_text())}
+    assert set(families) == textfile
+    checked = subprocess.run([_promtool(), "check", "metrics"], input=ran.out, capture_output=True, text=True,
+                             timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    data = json.loads(agent("metrics", "--format", "json").out)
+    assert [(c["check"], c["status"]) for c in data["checks"]] == [("Fixed warning", "WARNING")]
+    assert {s["name"] for s in data["samples"]} >= {"system_memory_used_percent", "system_network_sent_bytes_total"}
+
+
+def test_metrics_of_an_empty_state_says_so(agent: Agent) -> None:
+    ran = agent("metrics")
+    assert ran.code == 0 and "no state in" in ran.err
+    assert "ce_check_status" not in ran.out

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ce_agent import store as store_module
-from ce_agent.store import MIGRATIONS, OutboxItem, ResultRow, Silence, Store, StoreError, default_state_dir
+from ce_agent.store import MIGRATIONS, OutboxItem, ResultRow, SampleRow, Silence, Store, StoreError, default_state_dir
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 LATEST = len(MIGRATIONS)
@@ -622,3 +622,29 @@ def test_the_module_imports_only_the_standard_library() -> None:
     new = {name.split(".")[0] for name in loaded.stdout.split()}
     assert "ce_agent" in new
     assert new - {"ce_agent"} <= sys.stdlib_module_names, new - sys.stdlib_module_names
+
+
+def test_samples_keep_each_series_newest_value_and_a_history_only_of_the_names_asked(store: Store) -> None:
+    def sample(ts: float, name: str, value: float, **labels: str) -> SampleRow:
+        return SampleRow(ts, "p", "web1", "System", name, labels, value, "%")
+
+    store.add_samples([sample(NOW, "cpu", 10, core="0"), sample(NOW, "cpu", 20, core="1"), sample(NOW, "mem", 50)],
+                      history={"mem"})
+    store.add_samples([sample(NOW + 60, "cpu", 11, core="0"), sample(NOW + 60, "mem", 55)], history={"mem"})
+    assert [(s.name, s.labels, s.value, s.ts) for s in store.latest_samples()] == [
+        ("cpu", {"core": "0"}, 11, NOW + 60), ("cpu", {"core": "1"}, 20, NOW), ("mem", {}, 55, NOW + 60)]
+    assert [(s.name, s.value) for s in store.samples(NOW)] == [("mem", 50), ("mem", 55)]
+    assert store.samples(NOW, name="cpu") == []
+    assert store.prune(NOW + 31 * 86400) >= 5  # everything older than the retention goes, newest values too
+    assert store.latest_samples() == [] and store.samples(0) == []
+
+
+def test_deliveries_and_baselines_are_kept(store: Store) -> None:
+    store.add_delivery("ops", "group-1", "firing", NOW, True)
+    store.add_delivery("chat", "group-1", "firing", NOW + 1, False)
+    assert store.deliveries(NOW + 1) == [{"channel": "chat", "key": "group-1", "kind": "firing", "at": NOW + 1,
+                                          "sent": False}]
+    assert store.baseline("weekly") is None
+    store.save_baseline("weekly", {"checks": [1, 2]}, NOW)
+    store.save_baseline("weekly", {"checks": [3]}, NOW + 5)
+    assert store.baseline("weekly") == (NOW + 5, {"checks": [3]})
