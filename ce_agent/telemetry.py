@@ -1,9 +1,14 @@
-"""The daemon's live Prometheus metrics: latest results, histograms and counters, rendered on demand."""
+"""The daemon's live Prometheus metrics: latest results, histograms and counters, rendered on demand.
+
+`Telemetry.registry` (prometheus_client, a registry of its own) is the model: a custom collector
+yields every family, and any prometheus_client exposition works on it. `Telemetry.render()` is the
+same families written by hand and cached per task, which /metrics serves (see its docstring)."""
 
 from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import math
 import threading
 import time
@@ -11,14 +16,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from prometheus_client import core as prom
 from prometheus_client.exposition import generate_latest
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from ce_agent.contracts import Metric, Result, Status
-from ce_agent.metrics import CHECK_GAUGES, Families, Family, LabelSet, as_number, check_ids
+from ce_agent.metrics import CHECK_GAUGES, CHECK_LABELS, Families, Family, LabelSet, as_number, check_ids
 
 if TYPE_CHECKING:
     from ce_agent.runner import Outcome
@@ -69,6 +75,11 @@ class _Histogram:
         # bisect_left: a value equal to a bound falls in that bucket (le is "less than or equal")
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """(le, cumulative count) pairs, +Inf last, as HistogramMetricFamily.add_metric takes them."""
+        totals = itertools.accumulate(self.counts)
+        return list(zip(_LE_TEXT[self.bounds], totals))
 
     def lines(self, name: str, labels: str) -> list[str]:
         sep = "," if labels else ""
@@ -142,14 +153,52 @@ _COLLECTOR_FAMILIES = {
     "ce_collector_last_run_timestamp_seconds": ("gauge", "When the collector last ran (Unix time)."),
 }
 _SKIPPED_HELP = "Due runs not started because the task's previous run was still going."
+_CHECK_TASK_LABELS = ("check", "host", "play")  # of a check's histogram and counters (no plugin)
+_COLLECTOR_TASK_LABELS = ("collector", "host", "play")
+# the agent's own families, in the order rendered: name (counters without _total) -> type, help
+_AGENT_FAMILIES = {
+    "ce_agent_start_time_seconds": ("gauge", "When the agent started (Unix time)."),
+    "ce_config_last_reload_successful": ("gauge", "Whether the last configuration load worked (1) or not (0)."),
+    "ce_config_last_reload_success_timestamp_seconds": (
+        "gauge", "When the configuration was last loaded successfully (Unix time)."),
+    "ce_config_reloads": ("counter", "Configuration loads (the first one included), by result."),
+    "ce_notification_delivery_failures": (
+        "counter", "Notifications a channel did not accept in one delivery round (after its quick retries)."),
+    "ce_notifications_sent": ("counter", "Notifications a channel accepted."),
+    "ce_outbox_depth": ("gauge", "Notifications waiting in the outbox."),
+    # the store keeps this count across restarts; exposed as the counter it is
+    "ce_outbox_dropped": ("counter", "Notifications the full outbox dropped (oldest first)."),
+    "ce_plugin_load_errors": ("gauge", "Tasks whose plugin could not be loaded."),
+    "ce_scheduler_last_tick_timestamp_seconds": ("gauge", "When the scheduler's loop last went round (Unix time)."),
+    "ce_scheduler_lateness_seconds": ("histogram", "How late runs started after they were due."),
+    "ce_scheduler_tasks": ("gauge", "Tasks scheduled."),
+}
+# an agent family's series, as (label pairs, value); the lateness histogram is given whole
+_AgentSeries = dict[str, "list[tuple[LabelSet, float]] | _Histogram"]
+
+
+class _Model(Collector):
+    """What a Telemetry's registry collects besides the process and platform collectors: every ce_*
+    family, built afresh from the Telemetry's state on each collect()."""
+
+    def __init__(self, build: Callable[[], list[prom.Metric]]) -> None:
+        self._build = build
+
+    def collect(self) -> Iterable[prom.Metric]:
+        # a list built whole under the Telemetry's lock, not a generator holding the lock while
+        # generate_latest (or a push to a gateway) consumes it: recording never waits on a serializer
+        return self._build()
 
 
 class Telemetry:
     """The daemon's metrics: latest results and samples, histograms and counters; thread-safe.
 
-    Every method may be called from any thread. The per-task part of the text (the bulk of it) is
-    rendered again only after a change (a version counter); the agent's own gauges and the process
-    metrics, a few dozen lines that change on every tick, are rendered on every call."""
+    Every method may be called from any thread. `registry` holds every family (a custom collector
+    over this object's state, and prometheus_client's process and platform collectors): embedding
+    code may serve or push it with any prometheus_client exposition. `render()` writes the same
+    families itself, with caching: the per-task part of the text (the bulk of it) is rendered again
+    only after a change (a version counter); the agent's own gauges and the process metrics, a few
+    dozen lines that change on every tick, are rendered on every call."""
 
     def __init__(self, scrub: Scrub = lambda s: s, start_time: float | None = None) -> None:
         self._lock = threading.Lock()
@@ -170,10 +219,17 @@ class Telemetry:
         self._plugin_errors: int | None = None
         self._task_count: int | None = None
         self._last_tick: float | None = None
-        # process_* and python_info: ours alone, so two agents in one test process never collide
+        # process_* and python_info: ours alone, so two agents in one test process never collide.
+        # `registry` is the whole model; `_system` holds the same two collectors alone, for render(),
+        # which writes the ce_* families itself (generate_latest over a thousand checks' families
+        # takes tens of times longer than the cached text)
+        system = (ProcessCollector(registry=None), PlatformCollector(registry=None))
+        self._system = CollectorRegistry(auto_describe=False)
         self.registry = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.registry.register(_Model(self._metrics))  # first: ce_* before process_*, as render() has them
+        for collector in system:
+            self._system.register(collector)
+            self.registry.register(collector)
 
     @staticmethod
     def _memo(scrub: Scrub) -> Scrub:
@@ -282,14 +338,20 @@ class Telemetry:
     # ---- rendering ------------------------------------------------------------------------------------
 
     def render(self) -> str:
-        """Every metric in the Prometheus text format 0.0.4."""
+        """Every metric in the Prometheus text format 0.0.4: what /metrics serves.
+
+        It is the serialization of `registry`'s families (the ce_* ones written here, per-task lines
+        cached until the task changes; process_* and python_info by prometheus_client), the same
+        samples as `generate_latest(self.registry)` (tests/test_telemetry.py compares the two sample
+        for sample over several states) in a fraction of the time. Code embedding the agent can use
+        `registry` with any prometheus_client exposition instead (generate_latest, a push gateway)."""
         with self._lock:
             if self._text_version != self._version:
                 self._text = self._render_tasks()
                 self._text_version = self._version
             own, agent = self._text, self._render_agent()
         # outside the lock: reading /proc must not hold up the threads that record results
-        process = generate_latest(self.registry).decode("utf-8")
+        process = generate_latest(self._system).decode("utf-8")
         # one join: `a + b + c` copies the 2 MB of a thousand checks twice, and slowly (1.3 ms vs 0.15)
         return "".join((own, agent, process))
 
@@ -313,8 +375,23 @@ class Telemetry:
         return "".join(blocks[name] for name in sorted(blocks))
 
     def _render_parts(self, scrub: Scrub) -> dict[str, str]:
+        """The perfdata and sample families as text, each task's lines formatted once per change."""
+        finished, sources, duplicated = self._merge_parts(scrub)
+        blocks = {}
+        for family in finished:
+            if family.name in sources and family.name not in duplicated:
+                names = tuple(dict.fromkeys(n for part, f in sources[family.name] for n in part.names[f.name]))
+                blocks[family.name] = "".join([_header(family.name, family.kind, family.help),
+                                               *(part.text(f, family.name, names) for part, f in sources[family.name])])
+            else:
+                blocks[family.name] = "".join(_family_lines(family))
+        return blocks
+
+    def _merge_parts(self, scrub: Scrub) -> tuple[list[Family], dict[str, list[tuple[_Part, Family]]], set[str]]:
         """The perfdata and sample families, merged as metrics.Families would have built them from
-        every task's outcome in turn, with each task's lines formatted once per change."""
+        every task's outcome in turn (and finished: build info, skipped counts); with, by family, the
+        tasks' parts it came from, and the families in which two tasks' series coincided. Called with
+        the lock held, by render() and by the registry's collector alike."""
         merged = Families(scrub)
         sources: dict[str, list[tuple[_Part, Family]]] = {}
         duplicated: set[str] = set()
@@ -336,49 +413,122 @@ class Telemetry:
                     merged.skipped["duplicate"] += overlap
                     duplicated.add(name)  # two tasks' series coincide (scrubbed alike): rendered whole below
                 sources.setdefault(name, []).append((part, family))
-        blocks = {}
-        for family in merged.finish():
-            if family.name in sources and family.name not in duplicated:
-                names = tuple(dict.fromkeys(n for part, f in sources[family.name] for n in part.names[f.name]))
-                blocks[family.name] = "".join([_header(family.name, family.kind, family.help),
-                                               *(part.text(f, family.name, names) for part, f in sources[family.name])])
-            else:
-                blocks[family.name] = "".join(_family_lines(family))
-        return blocks
+        return merged.finish(), sources, duplicated
+
+    def _agent_series(self) -> _AgentSeries:
+        """The agent's own families' series, by name (as in _AGENT_FAMILIES); called with the lock held.
+        A value not known yet has no series: declared without a value rather than with a made-up 0."""
+        def one(value: float | None) -> list[tuple[LabelSet, float]]:
+            return [] if value is None else [((), value)]
+
+        def by_channel(counts: dict[str, int]) -> list[tuple[LabelSet, float]]:
+            return [((("channel", self._scrub(c)),), n) for c, n in counts.items()]
+
+        depth, dropped = self._outbox or (None, None)
+        return {
+            "ce_agent_start_time_seconds": one(self._start_time),
+            "ce_config_last_reload_successful": one(None if self._reload_ok is None else float(self._reload_ok)),
+            "ce_config_last_reload_success_timestamp_seconds": one(self._reload_success_at),
+            "ce_config_reloads": [((("result", r),), n) for r, n in self._reloads.items()],
+            "ce_notification_delivery_failures": by_channel(self._failed),
+            "ce_notifications_sent": by_channel(self._sent),
+            "ce_outbox_depth": one(depth),
+            "ce_outbox_dropped": one(dropped),
+            "ce_plugin_load_errors": one(self._plugin_errors),
+            "ce_scheduler_last_tick_timestamp_seconds": one(self._last_tick),
+            "ce_scheduler_lateness_seconds": self._lateness,
+            "ce_scheduler_tasks": one(self._task_count),
+        }
 
     def _render_agent(self) -> str:
         """The agent's own families (a few lines, changing on every tick); called with the lock held."""
         out: list[str] = []
-
-        def single(name: str, help_text: str, value: float | None, kind: str = "gauge") -> None:
+        series = self._agent_series()
+        for name, (kind, help_text) in _AGENT_FAMILIES.items():
             out.append(_header(name, kind, help_text))
-            if value is not None:  # not known yet: declared without a value rather than with a made-up 0
-                out.append(f"{name + '_total' if kind == 'counter' else name} {_num(value)}\n")
-
-        single("ce_agent_start_time_seconds", "When the agent started (Unix time).", self._start_time)
-        single("ce_config_last_reload_successful", "Whether the last configuration load worked (1) or not (0).",
-              None if self._reload_ok is None else float(self._reload_ok))
-        single("ce_config_last_reload_success_timestamp_seconds",
-              "When the configuration was last loaded successfully (Unix time).", self._reload_success_at)
-        out.append(_header("ce_config_reloads", "counter", "Configuration loads (the first one included), by result."))
-        out.extend(f'ce_config_reloads_total{{result="{r}"}} {_num(n)}\n' for r, n in self._reloads.items())
-        for name, counts, help_text in (
-            ("ce_notification_delivery_failures", self._failed, "Notifications a channel did not accept in one delivery round (after its quick retries)."),
-            ("ce_notifications_sent", self._sent, "Notifications a channel accepted."),
-        ):
-            out.append(_header(name, "counter", help_text))
-            out.extend(f"{name}_total{{{_labels(self._scrub, channel=c)}}} {_num(n)}\n" for c, n in counts.items())
-        depth, dropped = self._outbox or (None, None)
-        single("ce_outbox_depth", "Notifications waiting in the outbox.", depth)
-        # the store keeps this count across restarts; exposed as the counter it is
-        single("ce_outbox_dropped", "Notifications the full outbox dropped (oldest first).", dropped, "counter")
-        single("ce_plugin_load_errors", "Tasks whose plugin could not be loaded.", self._plugin_errors)
-        single("ce_scheduler_last_tick_timestamp_seconds", "When the scheduler's loop last went round (Unix time).",
-              self._last_tick)
-        out.append(_header("ce_scheduler_lateness_seconds", "histogram", "How late runs started after they were due."))
-        out.extend(self._lateness.lines("ce_scheduler_lateness_seconds", ""))
-        single("ce_scheduler_tasks", "Tasks scheduled.", self._task_count)
+            held = series[name]
+            if isinstance(held, _Histogram):
+                out.extend(held.lines(name, ""))
+            else:
+                sample = _sample_name(name, kind)
+                out.extend(_line(sample, labels, value) for labels, value in held)
         return "".join(out)
+
+    # ---- the registry's model ---------------------------------------------------------------------------
+
+    def _metrics(self) -> list[prom.Metric]:
+        """Every ce_* family render() writes, as prometheus_client metric families: the same names,
+        types, help, labels and values, from the same state under the same lock, in the same order.
+        Nothing is cached here (render() is the fast path) but each task's perfdata or samples as
+        families (_Part), which render() builds too. Label names are given per family: add_metric
+        pairs names and values with zip, so a missing name would drop its label without an error."""
+        with self._lock:
+            scrub = self._scrub
+            built: dict[str, prom.Metric] = {}
+            finished, _sources, _duplicated = self._merge_parts(scrub)
+            for family in finished:
+                built[family.name] = _family_metric(family)
+            built.update(self._task_metrics(scrub))
+            skipped = built["ce_scheduler_skipped_runs"] = prom.CounterMetricFamily(
+                "ce_scheduler_skipped_runs", _SKIPPED_HELP, labels=_CHECK_TASK_LABELS)
+            for (play, host, check), n in self._skipped.items():
+                skipped.add_metric([scrub(check), scrub(host), scrub(play)], n)
+            metrics = [built[name] for name in sorted(built)]
+            series = self._agent_series()
+            for name, (kind, help_text) in _AGENT_FAMILIES.items():
+                held = series[name]
+                if isinstance(held, _Histogram):
+                    metrics.append(prom.HistogramMetricFamily(name, help_text, buckets=held.buckets(),
+                                                              sum_value=held.sum))
+                else:
+                    metric = prom.Metric(name, help_text, kind)
+                    for labels, value in held:
+                        metric.add_sample(_sample_name(name, kind), dict(labels), value)
+                    metrics.append(metric)
+        return metrics
+
+    def _task_metrics(self, scrub: Scrub) -> dict[str, prom.Metric]:
+        """The families with a block per task (_CHECK_FAMILIES, _COLLECTOR_FAMILIES); lock held."""
+        def declared(specs: dict[str, tuple[str, str]],
+                     labels: dict[str, tuple[str, ...]]) -> dict[str, prom.Metric]:
+            types = {"gauge": prom.GaugeMetricFamily, "counter": prom.CounterMetricFamily,
+                     "histogram": prom.HistogramMetricFamily}
+            return {name: types[kind](name, help_text, labels=labels[name])
+                    for name, (kind, help_text) in specs.items()}
+
+        checks = declared(_CHECK_FAMILIES, {
+            **{name: CHECK_LABELS for name, _help, _value in CHECK_GAUGES},  # the latest-run gauges: + plugin
+            "ce_check_duration_seconds": _CHECK_TASK_LABELS,
+            "ce_check_runs": (*_CHECK_TASK_LABELS, "status"),
+            "ce_check_timeouts": _CHECK_TASK_LABELS,
+        })
+        collectors = declared(_COLLECTOR_FAMILIES, {
+            "ce_collector_duration_seconds": _COLLECTOR_TASK_LABELS,
+            "ce_collector_runs": (*_COLLECTOR_TASK_LABELS, "result"),
+            "ce_collector_last_run_timestamp_seconds": _COLLECTOR_TASK_LABELS,
+        })
+        for task in self._tasks.values():
+            ids = task.latest.job
+            if ids.kind == "check":
+                given = check_ids(ids)
+                named = [scrub(str(given[n])) for n in CHECK_LABELS]
+                for name, _help, value in CHECK_GAUGES:
+                    number = as_number(value(task.latest, task.now))
+                    if number is not None:
+                        checks[name].add_metric(named, number)
+                labels = [scrub(ids.name), scrub(ids.host), scrub(ids.play)]
+                checks["ce_check_duration_seconds"].add_metric(labels, task.duration.buckets(), task.duration.sum)
+                for status, n in task.runs.items():
+                    checks["ce_check_runs"].add_metric([*labels, status], n)
+                checks["ce_check_timeouts"].add_metric(labels, task.timeouts)
+            else:
+                labels = [scrub(ids.name), scrub(ids.host), scrub(ids.play)]
+                collectors["ce_collector_duration_seconds"].add_metric(
+                    labels, task.duration.buckets(), task.duration.sum)
+                for result, n in task.runs.items():
+                    collectors["ce_collector_runs"].add_metric([*labels, result], n)
+                collectors["ce_collector_last_run_timestamp_seconds"].add_metric(labels, task.now)
+        return {**checks, **collectors}
 
 
 def _task_lines(task: _Task, scrub: Scrub) -> dict[str, str]:
@@ -413,6 +563,18 @@ def _render_task(task: _Task, scrub: Scrub) -> dict[str, str]:
     return text
 
 
+def _family_metric(family: Family) -> prom.Metric:
+    """A metrics.Family as prometheus_client's, every series with every label name of the family (""
+    when it has none), as metrics.build_registry and _family_lines do. A plain Metric: its name is
+    the family's as is (CounterMetricFamily would strip a `_total` a collector's sample kept)."""
+    names = family.label_names()
+    metric = prom.Metric(family.name, family.help, family.kind)
+    for labels, value in family.series.items():
+        given = dict(labels)
+        metric.add_sample(family.sample_name, {n: given.get(n, "") for n in names}, value)
+    return metric
+
+
 def _family_lines(family: Family) -> Iterable[str]:
     """A metrics.Family as text: every series gets every label name of the family ("" when it has
     none), as metrics.build_registry does."""
@@ -426,6 +588,15 @@ def _series_lines(sample: str, series: dict[LabelSet, float], names: Iterable[st
         given = dict(labels)
         text = ",".join(f'{n}="{_escape(given.get(n, ""))}"' for n in names)
         yield f"{sample}{{{text}}} {_num(value)}\n" if text else f"{sample} {_num(value)}\n"
+
+
+def _line(sample: str, labels: LabelSet, value: float) -> str:
+    text = ",".join(f'{n}="{_escape(v)}"' for n, v in labels)
+    return f"{sample}{{{text}}} {_num(value)}\n" if text else f"{sample} {_num(value)}\n"
+
+
+def _sample_name(name: str, kind: str) -> str:
+    return name + "_total" if kind == "counter" else name
 
 
 def _header(name: str, kind: str, help_text: str) -> str:

@@ -1,4 +1,5 @@
-"""The daemon's live metrics: what each record gives, what retain drops, scrubbing, threads, promtool."""
+"""The daemon's live metrics: what each record gives, what retain drops, scrubbing, threads, promtool, and
+the registry's families (what generate_latest gives) against render()'s text."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import shutil
 import subprocess
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ce_agent import __version__
@@ -472,6 +475,148 @@ def _promtool() -> str:
 @pytest.mark.parametrize("realistic", [pytest.param(True, id="realistic"), pytest.param(False, id="empty")])
 def test_prometheus_accepts_the_text(realistic: bool) -> None:
     text = (_realistic() if realistic else Telemetry()).render()
+    checked = subprocess.run([_promtool(), "check", "metrics"], input=text, capture_output=True, text=True,
+                             timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout + checked.stderr == ""  # not even a lint warning
+
+
+# ---- the registry: the model render() serializes -------------------------------------------------------
+
+
+def _checks() -> Telemetry:
+    return recorded(
+        check("Disk", Status.OK, [Metric("used", 40.5, "%", {"mount": "/", "host": "db1"})], plugin_name="disk"),
+        check("Disk", Status.CRITICAL, [Metric("used", 93.5, "%", {"mount": "/", "host": "db1"}),
+                                        Metric("free", 1e9, "B", {"__x": 'a "quoted"\nvalue', "p": "C:\\d"})],
+              duration=1.5, plugin_name="disk"),
+        check("Slow", Status.UNKNOWN, duration=30.0, timed_out=True, plugin_name="http"),
+        check("Slow", Status.UNKNOWN, duration=61.0, timed_out=True, plugin_name="http"),
+        check("Ünïcode", Status.WARNING, [Metric("weird.name-1", math.inf, "s"), Metric("u", None),
+                                          Metric("n", math.nan)], host="db1"),
+        check("Other", metrics=[Metric("used", 1, "%", {"device": "sda"})], duration=math.nan),
+    )
+
+
+def _collectors() -> Telemetry:
+    return recorded(
+        collector("System", [Metric("load1", 0.5), Metric("net_sent_bytes_total", 1234, "B", {"nic": "eth0"}),
+                             Metric("check_status", 7), Metric("check_runs_total", 3),
+                             Metric("scheduler_lateness_seconds_count", 1), Metric("x_total_total", 2)]),
+        # a gauge of the name System took as a counter, and label names the union over collectors
+        collector("Other", [Metric("load1", 0.7, labels={"cpu": "0"}), Metric("net_sent_bytes", 5)], host="db1"),
+        collector("Broken", [], Status.UNKNOWN),
+    )
+
+
+def _skipped() -> Telemetry:
+    telemetry = recorded(check(f"Slow {SECRET}", Status.UNKNOWN, timed_out=True, host=SECRET),
+                         scrub=lambda s: s.replace(SECRET, "****"))
+    for name in (f"Slow {SECRET}", f"Slow {SECRET}", "Never ran"):
+        telemetry.record_skipped(name, SECRET, "Site")
+    return telemetry
+
+
+def _agent() -> Telemetry:
+    telemetry = Telemetry(lambda s: s.replace(SECRET, "****"), start_time=NOW - 60)
+    for channel, sent in (("mail", True), ("mail", False), (f"https://{SECRET}@hook", False), ('odd "x"', True)):
+        telemetry.record_delivery(channel, sent)
+    for lateness in (0.0005, 0.05, 3.0, -2.0, math.nan, 11.0):
+        telemetry.record_start(lateness)
+    telemetry.set_outbox(3, 7)
+    telemetry.set_plugin_load_errors(1)
+    telemetry.set_tasks(12)
+    telemetry.tick(NOW + 5)
+    return telemetry
+
+
+def _reloads() -> Telemetry:
+    telemetry = Telemetry(start_time=NOW)
+    for i, ok in enumerate((True, False, True, False)):
+        telemetry.record_reload(ok, NOW + i)
+    return telemetry
+
+
+def _retained() -> Telemetry:
+    telemetry = recorded(check("Kept", metrics=[Metric("m", 1)]), check("Gone", metrics=[Metric("m", 2)]),
+                         collector("Kept", [Metric("queue", 1)]), collector("Gone", [Metric("only_gone_total", 3)]))
+    telemetry.record_skipped("Gone", "web1", "Site")
+    telemetry.render()
+    telemetry.retain({("check", "Site", "web1", "Kept"), ("collector", "Site", "web1", "Kept")})
+    return telemetry
+
+
+def _duplicates_and_a_new_scrub() -> Telemetry:
+    """Two checks alike once scrubbed (their perfdata is rendered whole, not from the cached lines), and
+    labels scrubbed again after a reload."""
+    telemetry = recorded(check("db secret1", metrics=[Metric("m", 1)]), check("db secret2", metrics=[Metric("m", 2)]),
+                         scrub=lambda s: s.replace("secret1", "****").replace("secret2", "****"))
+    telemetry.record_outcome(check("Check s3cret", metrics=[Metric("m", 1, labels={"key": "s3cret"})]), NOW)
+    telemetry.render()
+    telemetry.set_scrub(lambda s: s.replace("s3cret", "****"))
+    return telemetry
+
+
+def _a_label_name_after_a_render() -> Telemetry:
+    """The cached lines of a task get the label name a later task brings (render()'s cache, not a fresh text)."""
+    telemetry = recorded(check("A", metrics=[Metric("m", 1, labels={"x": "1"})]))
+    telemetry.render()
+    telemetry.record_outcome(check("B", metrics=[Metric("m", 2, labels={"y": "2"})]), NOW)
+    telemetry.render()
+    telemetry.tick(NOW + 1)
+    return telemetry
+
+
+STATES = [
+    pytest.param(lambda: Telemetry(start_time=NOW), id="empty"),
+    pytest.param(_checks, id="checks: OK, CRITICAL, timeouts, perfdata with plugin labels"),
+    pytest.param(_collectors, id="collectors: _total samples, names clashing with ours"),
+    pytest.param(_skipped, id="skipped runs"),
+    pytest.param(_agent, id="deliveries, lateness, outbox, the agent's gauges"),
+    pytest.param(_reloads, id="reloads"),
+    pytest.param(_retained, id="after retain"),
+    pytest.param(_duplicates_and_a_new_scrub, id="duplicates and a new scrub"),
+    pytest.param(_a_label_name_after_a_render, id="a label name after a render"),
+    pytest.param(_realistic, id="realistic"),
+]
+Exposition = tuple[set[tuple[str, str, str]], Counter[tuple[Any, ...]]]
+
+
+def _exposition(text: str) -> Exposition:
+    """The text's families as (name, type, help), and its samples as (family, type, sample, labels,
+    value), counted (a series given twice shows); the values of process_* and python_info are left
+    out, not the samples: they change between two reads."""
+    declared, given = set(), Counter()
+    for family in text_string_to_metric_families(text):
+        declared.add((family.name, family.type, family.documentation))
+        changing = family.name.startswith("process_") or family.name == "python_info"
+        for s in family.samples:
+            given[family.name, family.type, s.name, tuple(sorted(s.labels.items())),
+                  None if changing else s.value] += 1
+    return declared, given
+
+
+@pytest.mark.parametrize("registry_first", [pytest.param(False, id="render first"),
+                                            pytest.param(True, id="registry first")])
+@pytest.mark.parametrize("state", STATES)
+def test_the_registry_gives_what_render_writes(state: Callable[[], Telemetry], registry_first: bool) -> None:
+    """/metrics (render(), cached) is the registry's families: generate_latest gives the same samples."""
+    telemetry = state()
+    if registry_first:
+        exported = generate_latest(telemetry.registry).decode()
+        text = telemetry.render()
+    else:
+        text = telemetry.render()
+        exported = generate_latest(telemetry.registry).decode()
+    (ours_declared, ours), (theirs_declared, theirs) = _exposition(text), _exposition(exported)
+    assert ours_declared == theirs_declared
+    assert (ours - theirs, theirs - ours) == (Counter(), Counter())
+    assert {name for name, _, _ in ours_declared} >= {*OURS, "python_info"}  # not two empty texts
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_prometheus_accepts_the_registrys_text(state: Callable[[], Telemetry]) -> None:
+    text = generate_latest(state().registry).decode()
     checked = subprocess.run([_promtool(), "check", "metrics"], input=text, capture_output=True, text=True,
                              timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
