@@ -362,3 +362,28 @@ def latest_metrics(state_dir: Path, output_format: str, *, now: float, warn: War
         "samples": [{"play": s.play, "host": s.host, "collector": s.collector, "name": s.name, "labels": s.labels,
                      "value": s.value, "unit": s.unit, "at": iso(s.ts)} for s in samples],
     }, indent=2)
+
+
+def slo_status(state_dir: Path, output_format: str, *, now: float, warn: Warn) -> str:
+    """`ce-agent slo status`: each SLO as `run` or the daemon last evaluated it (kept in the state)."""
+    _check_format(output_format)
+    with _store(state_dir, now, warn, create=False) as store:
+        rows = store.slo_statuses() if store is not None else []
+    slos = [{**data, "play": play, "host": host, "evaluated": iso(at)} for play, host, _name, data, at in rows]
+    if output_format == "json":
+        return json.dumps({"slos": slos}, indent=2)
+    if not slos:
+        return "no SLO has been evaluated yet (add `slos:` to a play, then `ce-agent run` or `ce-agent agent`)"
+
+    def pct(value: Any, scale: float = 1.0) -> str:
+        return "-" if value is None else f"{value * scale:.3f}%" if scale == 1.0 else f"{value * scale:.1f}%"
+
+    def rate(value: Any) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    header = ("NAME", "HOST", "OBJECTIVE", "WINDOW", "SLI", "BUDGET LEFT", "BURN 1h", "BURN 6h", "BURN 3d", "STATUS")
+    table = [header] + [(s["name"], s["host"], f"{s['objective']:g}%", s["window"], pct(s["sli"]),
+                         pct(s["error_budget_remaining"], 100.0), *(rate(s["burn_rates"].get(w)) for w in ("1h", "6h", "3d")),
+                         s["status"]) for s in slos]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table)

@@ -25,6 +25,8 @@ alerts_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Acti
 app.add_typer(alerts_app, name="alerts")
 notify_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Try the notification channels.")
 app.add_typer(notify_app, name="notify")
+slo_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Service level objectives and error budgets.")
+app.add_typer(slo_app, name="slo")
 service_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Run the agent as a systemd or launchd service.")
 app.add_typer(service_app, name="service")
 
@@ -305,6 +307,14 @@ def metrics_command(
     from ce_agent import alertcmds
 
     typer.echo(_alertcmd(alertcmds.latest_metrics, _state_dir(state_dir), output_format))
+
+
+@slo_app.command("status")
+def slo_status(state_dir: StateDirOpt = None, output_format: FormatOpt = "text") -> None:
+    """Each SLO as last evaluated: SLI, error budget left, burn rates over 5m to the window, status."""
+    from ce_agent import alertcmds
+
+    typer.echo(_alertcmd(alertcmds.slo_status, _state_dir(state_dir), output_format))
 
 
 @alerts_app.command("list")

@@ -28,7 +28,8 @@ STALL_AFTER = 2.0
 # SIGTERM: running tasks get this long to finish before they are killed; everything is done in 10 s.
 STOP_GRACE = 5.0
 FLUSH_GRACE = 2.0
-PRUNE_EVERY = 3600.0  # the history is trimmed to its retention once an hour
+PRUNE_EVERY = 3600.0
+SLO_EVERY = 60.0  # seconds between evaluations of the SLOs  # the history is trimmed to its retention once an hour
 BATCH_WINDOW = 0.1  # seconds the results thread gathers results before it evaluates them
 TaskKey = tuple[str, str, str, str]  # kind, play, host, name
 
@@ -51,10 +52,10 @@ class Config:
 
     def __post_init__(self) -> None:
         self.names = {(play, host, name) for kind, play, host, name in self.jobs if kind == "check"}
-        self.ran = {(job.play, job.host) for job in self.jobs.values()} | set(self.plan.rules)
-        # plays whose task names are templated are left out: an unselected task's name is not known
-        self.defined = {play.name: {t.name for t in play.tasks} | {r.name for r in play.rules}
-                        for play in self.plan.plays if not any("{" in t.name for t in play.tasks)}
+        from ce_agent.oneshot import defined_names
+
+        self.ran = {(job.play, job.host) for job in self.jobs.values()} | set(self.plan.rules) | set(self.plan.slos)
+        self.defined = defined_names(self.plan)
 
 
 @dataclass
@@ -159,6 +160,7 @@ class Daemon:
         self._samples: dict[TaskKey, list[Any]] = {}  # latest metrics of each task, for `alerts:` rules
         self._next_tick = monotonic()
         self._next_prune = 0.0
+        self._next_slo = 0.0
         self._threads: list[threading.Thread] = []
 
     # ---- control (safe from signal handlers: SimpleQueue.put is reentrant) --------------------------------
@@ -429,7 +431,7 @@ class Daemon:
             if key in config.jobs:
                 self.telemetry.record_outcome(o, now)
                 self._remember(key, o, now)
-        oneshot.record_outcomes(self.store, outcomes, now)
+        oneshot.record_outcomes(self.store, outcomes, now, config.plan.sample_history)
         if now >= self._next_prune:  # retention, as `run` does now and then
             self._next_prune = now + PRUNE_EVERY
             self.store.prune(now)
@@ -446,6 +448,9 @@ class Daemon:
             for key, metrics in list(self._samples.items()):
                 samples.setdefault(key[2], []).extend(metrics)
             inputs += sources.from_rules(rules, samples, known, oneshot.annotator(config.redactor))
+        if config.plan.slos and now >= self._next_slo:  # SLO windows are minutes to days: once a minute is enough
+            self._next_slo = now + SLO_EVERY
+            inputs += oneshot.slo_inputs(config.plan, self.store, stored, now, save=True)
         present = {a.key for a in inputs}
         inputs += sources.vanished(known, present, config.ran, config.defined, self.store.channels_told_firing)
         if not inputs:

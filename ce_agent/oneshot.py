@@ -169,9 +169,11 @@ def run(
     outcomes = execute(plan.jobs, forks=forks, scrub=scrub)
     now = clock()
     if not check_mode:
-        record_outcomes(store, outcomes, now)
+        record_outcomes(store, outcomes, now, plan.sample_history)
     stored = store.load_alerts()
     inputs = _alert_inputs(plan, outcomes, stored, redactor, store)
+    if plan.slos:
+        inputs += slo_inputs(plan, store, stored, now, save=not check_mode)
     previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
     silenced = pipeline.silence_matcher(store.silences(now), now)
     group_sent = lambda group, channel: (store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
@@ -206,6 +208,25 @@ def record_outcomes(store: Any, outcomes: Sequence[Outcome], now: float, history
         ], history)
 
 
+def defined_names(plan: Plan) -> dict[str, set[str]]:
+    """Each play's task, rule and SLO names, selected or not (what `vanished` must not resolve); plays
+    whose task names are templated are left out: an unselected task's name is not known here."""
+    return {play.name: {t.name for t in play.tasks} | {r.name for r in play.rules} | {s.name for s in play.slos}
+            for play in plan.plays if not any("{" in t.name for t in play.tasks)}
+
+
+def slo_inputs(plan: Plan, store: Any, stored: Mapping[str, Any], now: float, save: bool) -> list[Any]:
+    """Evaluate the plan's SLOs from the history; their burn-rate and budget alerts (and, with `save`,
+    their statuses kept for `ce-agent slo status`)."""
+    from ce_agent import slo
+    from ce_agent.alerting import sources
+
+    evaluated = slo.evaluate_stored(plan.slos, store, now)
+    if save:
+        store.save_slo_statuses([(play, host, s.slo.name, slo.as_json(s)) for play, host, s in evaluated], now)
+    return sources.from_slos(evaluated, {key: labels for key, (labels, _state) in stored.items()})
+
+
 def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any], redactor: Redactor,
                   store: Any) -> list[Any]:
     """Every alert this run observed: checks, rules on this run's metrics, and removed ones."""
@@ -219,10 +240,8 @@ def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any]
             samples.setdefault(o.job.host, []).extend(o.samples if o.job.kind == "collector" else o.result.metrics)
         inputs += sources.from_rules(plan.rules, samples, known, annotator(redactor))
     present = {a.key for a in inputs}
-    ran = {(job.play, job.host) for job in plan.jobs} | set(plan.rules)
-    # plays whose task names are templated are left out: an unselected task's name is not known here
-    defined = {play.name: {t.name for t in play.tasks} | {r.name for r in play.rules} for play in plan.plays
-               if not any("{" in t.name for t in play.tasks)}
+    ran = {(job.play, job.host) for job in plan.jobs} | set(plan.rules) | set(plan.slos)
+    defined = defined_names(plan)
     return inputs + sources.vanished(known, present, ran, defined, store.channels_told_firing)
 
 

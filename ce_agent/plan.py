@@ -75,6 +75,21 @@ class Plan:
     plays: list[Play]
     rules: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # (play, host) -> AlertRules
     builder: Any = None
+    slos: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # (play, host) -> slo.SLO
+
+    @property
+    def sample_history(self) -> frozenset[str]:
+        """The collector sample names whose history the SLOs need (the rest keep only their newest value)."""
+        from ce_agent.slo import RatioSLI, ThresholdSLI
+
+        names: set[str] = set()
+        for slos in self.slos.values():
+            for slo in slos:
+                if isinstance(slo.sli, ThresholdSLI):
+                    names.add(slo.sli.metric)
+                elif isinstance(slo.sli, RatioSLI):
+                    names.update((slo.sli.good, slo.sli.total))
+        return frozenset(names)
     _by_key: dict[str, list[Job]] | None = None
 
     def alerting(self, host: str) -> Any:
@@ -130,6 +145,7 @@ def build_plan(
     builder = _Builder(inventory, registry, templar, selection, problems)
     jobs: list[Job] = []
     rules: dict[tuple[str, str], list[Any]] = {}
+    slos: dict[tuple[str, str], list[Any]] = {}
     for play in plays:
         if not play.hosts:
             continue
@@ -148,10 +164,12 @@ def build_plan(
             chosen = builder.rules_for(play, host)
             if chosen:
                 rules[(play.name, host)] = chosen
-            if selected or chosen:
+            if play.slos and builder.slos_for(play, host):
+                slos[(play.name, host)] = play.slos
+            if selected or chosen or (play.name, host) in slos:
                 builder.alerting(host)  # validate the host's routes, inhibit rules and maintenance now
     builder.delivery()
-    return Plan(jobs, inventory, plays, rules, builder)
+    return Plan(jobs, inventory, plays, rules, builder, slos=slos)
 
 
 def selected_by_tags(tags: set[str], only: set[str], skip: set[str]) -> bool:
@@ -258,6 +276,16 @@ class _Builder:
             if all(self._resolve_channel(host, n, loc, scope) is not None for n, loc in zip(rule.notify, rule.notify_locs)):
                 chosen.append(rule)
         return chosen
+
+    def slos_for(self, play: Play, host: str) -> bool:
+        """Whether the play's SLOs are evaluated on this host (selected by the play's tags; every
+        `notify:` channel of theirs exists for it)."""
+        if not selected_by_tags(set(play.tags), self.selection.tags, self.selection.skip_tags):
+            return False
+        self._plays[play.name] = play
+        scope = self.templar.scope([self._vars(host), play.vars, self.selection.extra_vars])
+        names = {n for slo in play.slos for n in (*slo.notify, *(slo.budget_policy.notify if slo.budget_policy else ()))}
+        return all(self._resolve_channel(host, name, play.loc, scope) is not None for name in sorted(names))
 
     def alerting(self, host: str) -> Any:
         """Routes, inhibit rules and maintenance windows from the host's variables; problems reported once."""

@@ -699,3 +699,33 @@ def _left(remaining: float | None) -> str:
     if remaining < 0:
         return f"budget overspent ({100 * remaining:.0f}% left)"
     return f"{100 * remaining:.0f}% left"
+
+
+# Counters need a sample from before the window: each series' first sample is only a baseline.
+COUNTER_LOOKBACK_S = 3600.0
+
+
+def evaluate_stored(slos_by_play_host: Mapping[tuple[str, str], Sequence[SLO]], store: Any,
+                    now: float) -> list[tuple[str, str, SLOStatus]]:
+    """Every SLO of the plan on each of its hosts, from the state database's history: check results,
+    the checks' perfdata and the kept collector samples (store.samples)."""
+    out: list[tuple[str, str, SLOStatus]] = []
+    for (play, host), slos in slos_by_play_host.items():
+        for slo in slos:
+            since = now - slo.window_s - (COUNTER_LOOKBACK_S if isinstance(slo.sli, RatioSLI) else 0.0)
+            results: list[CheckRow] = []
+            samples: list[SampleRow] = []
+            if isinstance(slo.sli, CheckSLI):
+                results = [(r.ts, r.check, r.host, r.status) for r in store.results(since, check=slo.sli.check, host=host)
+                           if r.play == play]
+            else:
+                names = {slo.sli.metric} if isinstance(slo.sli, ThresholdSLI) else {slo.sli.good, slo.sli.total}
+                samples = [(r.ts, str(m["name"]), dict(m.get("labels") or {}), m["value"])
+                           for r in store.results(since, host=host) if r.play == play
+                           for m in r.metrics if m.get("name") in names and isinstance(m.get("value"), (int, float))]
+                for name in sorted(names):
+                    samples += [(s.ts, s.name, s.labels, s.value) for s in store.samples(since, name=name)
+                                if s.host == host and s.play == play and s.value is not None]
+                samples.sort(key=lambda row: row[0])
+            out.append((play, host, evaluate(slo, results, samples, now, host=host)))
+    return out

@@ -150,6 +150,15 @@ MIGRATIONS: tuple[str, ...] = (
         created REAL NOT NULL,
         data TEXT NOT NULL
     ) WITHOUT ROWID;
+    -- each SLO's status as last evaluated by `run` or the daemon (what `slo status` shows)
+    CREATE TABLE slo_status (
+        play TEXT NOT NULL,
+        host TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (play, host, name)
+    ) WITHOUT ROWID;
     """,
 )
 
@@ -454,6 +463,22 @@ class Store:
             rows = db.execute("SELECT channel, alert_key, kind, at, sent FROM deliveries WHERE at >= ? ORDER BY at, id",
                               (since,)).fetchall()
         return [{"channel": c, "key": k, "kind": kind, "at": at, "sent": bool(sent)} for c, k, kind, at, sent in rows]
+
+    def save_slo_statuses(self, rows: Sequence[tuple[str, str, str, dict]], now: float) -> None:
+        """(play, host, name, status as JSON data) of each SLO just evaluated; those of SLOs no longer
+        evaluated on a (play, host) given here are removed."""
+        places = {(play, host) for play, host, _name, _data in rows}
+        with self._writing() as db:
+            for play, host in places:
+                db.execute("DELETE FROM slo_status WHERE play = ? AND host = ?", (play, host))
+            db.executemany("INSERT INTO slo_status (play, host, name, data, at) VALUES (?, ?, ?, ?, ?)",
+                           [(play, host, name, json.dumps(data), now) for play, host, name, data in rows])
+
+    def slo_statuses(self) -> list[tuple[str, str, str, dict, float]]:
+        """(play, host, name, data, evaluated at) of every SLO, by play, host and name."""
+        with self._reading() as db:
+            rows = db.execute("SELECT play, host, name, data, at FROM slo_status ORDER BY play, host, name").fetchall()
+        return [(play, host, name, json.loads(data), at) for play, host, name, data, at in rows]
 
     def save_baseline(self, name: str, data: dict, now: float) -> None:
         body = json.dumps(data)

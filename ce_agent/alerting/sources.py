@@ -133,7 +133,7 @@ def vanished(known: Mapping[str, Mapping[str, str]], present: set[str], ran: set
     inputs = []
     for key, labels in known.items():
         play, host = labels.get("play", ""), labels.get("host", "")
-        name = labels.get("check") or labels.get("alertname") or ""
+        name = labels.get("check") or labels.get("slo") or labels.get("alertname") or ""
         if key in present or (play, host) not in ran or play not in defined or name in defined[play]:
             continue
         inputs.append(
@@ -148,4 +148,22 @@ def vanished(known: Mapping[str, Mapping[str, str]], present: set[str], ran: set
                 notify=told_firing(key),
             )
         )
+    return inputs
+
+
+def from_slos(evaluated: Sequence[tuple[str, str, Any]], known: Mapping[str, Mapping[str, str]]) -> list[AlertInput]:
+    """The burn-rate and budget-policy alerts of evaluated SLOs ((play, host, slo.SLOStatus) triples)."""
+    from ce_agent.slo import budget_alert_inputs, burn_alert_inputs
+
+    by_place: dict[tuple[str, str], list[Any]] = {}
+    for play, host, status in evaluated:
+        by_place.setdefault((play, host), []).append(status)
+    inputs = []
+    for (play, host), statuses in by_place.items():
+        for a in [*burn_alert_inputs(statuses, play, host, known), *budget_alert_inputs(statuses, play, host)]:
+            inputs.append(AlertInput(
+                key=a.key, labels=dict(a.labels),
+                observation=Observation(active=a.active, status=a.status, summary=a.summary, value=a.value),
+                policy=Policy(), host=a.host, play=a.play, title=a.title, notify=list(a.notify),
+            ))
     return inputs

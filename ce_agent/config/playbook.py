@@ -14,7 +14,7 @@ from ce_agent.errors import Location, Problems, UserError
 
 PLAY_KEYS = ("name", "hosts", "vars", "checks", "collectors", "tags", "alerts", "slos")
 # Keys the later alerting and SLO features own; read and kept, not evaluated by `run` yet.
-PLAY_KEYS_NOT_YET = ("slos",)
+PLAY_KEYS_NOT_YET: tuple[str, ...] = ()
 TASK_KEYS = (
     "name", "schedule", "interval", "jitter", "timezone", "timeout", "retries", "notify", "tags", "labels", "severity", "vars", "depends_on",
 )
@@ -80,6 +80,7 @@ class Play:
     tags: list[str] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
     rules: list[AlertRule] = field(default_factory=list)
+    slos: list[Any] = field(default_factory=list)  # ce_agent.slo.SLO
     file: str = ""
 
 
@@ -148,9 +149,33 @@ def _read_play(raw: Any, loc: Location | None, problems: Problems, file: str) ->
                 rule = _read_rule(item, rules.item_loc(index), problems)
                 if rule is not None:
                     play.rules.append(rule)
-    if not play.tasks and not play.rules and not any(k in raw for k in PLAY_KEYS_NOT_YET):
+    if "slos" in raw:
+        from ce_agent.slo import parse_slos
+
+        slos, errors = parse_slos(raw["slos"], "slos", check_names={t.name for t in play.tasks if t.kind == "check"})
+        for path, message in errors:
+            problems.add(_path_loc(raw, path), f"{path}: {message}")
+        play.slos = slos
+    if not play.tasks and not play.rules and not play.slos and not any(k in raw for k in PLAY_KEYS_NOT_YET):
         problems.warn(raw.loc, f"play {play.name!r} has no checks, collectors or alerts")
     return play
+
+
+def _path_loc(raw: LocDict, path: str) -> Location | None:
+    """The location of `slos[0].sli.good` in a play: the deepest part of the path that exists."""
+    node: Any = raw
+    loc = raw.loc
+    for token in re.findall(r"\[\d+\]|[^.\[\]]+", path):
+        if token.startswith("[") and isinstance(node, LocList):
+            index = int(token[1:-1])
+            if index >= len(node):
+                break
+            loc, node = node.item_loc(index) or loc, node[index]
+        elif isinstance(node, LocDict) and token in node:
+            loc, node = node.value_loc(token) or loc, node[token]
+        else:
+            break
+    return loc
 
 
 def _check_dependencies(play: Play, problems: Problems) -> None:
