@@ -27,6 +27,8 @@ notify_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Try 
 app.add_typer(notify_app, name="notify")
 slo_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Service level objectives and error budgets.")
 app.add_typer(slo_app, name="slo")
+baseline_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Performance baselines and regressions.")
+app.add_typer(baseline_app, name="baseline")
 service_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Run the agent as a systemd or launchd service.")
 app.add_typer(service_app, name="service")
 
@@ -307,6 +309,72 @@ def metrics_command(
     from ce_agent import alertcmds
 
     typer.echo(_alertcmd(alertcmds.latest_metrics, _state_dir(state_dir), output_format))
+
+
+SinceOpt = Annotated[str, typer.Option("--since", help="How far back: 1h, 7d, 30d ...")]
+PlaybookTagsOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--playbook", "-p", show_default=False, help="Playbook(s) whose tags group the checks (repeatable).")]
+
+
+@app.command()
+def report(
+    output_format: Annotated[str, typer.Option("--format", help="markdown, json or html.")] = "markdown",
+    since: SinceOpt = "7d",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", show_default=False,
+                                                   help="Write the report to this file.")] = None,
+    playbook: PlaybookTagsOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Health report: exit 0 HEALTHY, 1 DEGRADED, 2 UNHEALTHY."""
+    from ce_agent import historycmds
+
+    tags = historycmds.tags_of(playbook or [])
+    text, code = _alertcmd(historycmds.report, _state_dir(state_dir), output_format, since, tags)
+    if output is None:
+        typer.echo(text.rstrip("\n"))
+    else:
+        try:
+            output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise _fail([f"error: cannot write {output}: {exc.strerror or exc}"]) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def stats(
+    output_format: Annotated[str, typer.Option("--format", help="text, json or csv.")] = "text",
+    since: SinceOpt = "30d",
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Usage analytics: runs and failures per check, frequent alerts, notifications, problems by hour."""
+    from ce_agent import historycmds
+
+    typer.echo(_alertcmd(historycmds.stats, _state_dir(state_dir), output_format, since).rstrip("\n"))
+
+
+@baseline_app.command("save")
+def baseline_save(
+    name: Annotated[str, typer.Option("--name", help="The baseline's name.")] = "default",
+    since: SinceOpt = "7d",
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Record per check and metric: count, min, max, mean, p50, p95, p99 over the period."""
+    from ce_agent import historycmds
+
+    typer.echo(_alertcmd(historycmds.baseline_save, _state_dir(state_dir), name, since))
+
+
+@baseline_app.command("compare")
+def baseline_compare(
+    name: Annotated[str, typer.Option("--name", help="The baseline's name.")] = "default",
+    output_format: FormatOpt = "text",
+    threshold: Annotated[float, typer.Option("--threshold", help="% change of p95 that counts.")] = 20.0,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """The last day against a saved baseline: regressed, improved or the same."""
+    from ce_agent import historycmds
+
+    typer.echo(_alertcmd(historycmds.baseline_compare, _state_dir(state_dir), name, output_format, threshold).rstrip("\n"))
 
 
 @slo_app.command("status")

@@ -1,0 +1,109 @@
+"""`report`, `stats` and `baseline` on a real state database written by real runs and by a fake-clock history."""
+
+from __future__ import annotations
+
+import json
+import time
+from html.parser import HTMLParser
+
+import pytest
+
+from ce_agent.store import ResultRow, Store
+from tests.conftest import Agent
+
+PLAYBOOK = """\
+- name: Shop
+  hosts: localhost
+  tags: [shop]
+  checks:
+    - name: api
+      fixed: {status: OK, value: 1.5}
+      tags: [web]
+    - name: queue
+      fixed: {status: WARNING, summary: "queue <b>long</b>"}
+"""
+
+
+def _history(agent: Agent, rows: list[tuple[float, str, int, float]]) -> float:
+    """Results (seconds ago, check, status, duration) written straight into the state database."""
+    now = time.time()
+    store, _ = Store.open(agent.cwd / "state" / "state.db", now)
+    with store:
+        store.add_results([ResultRow(now - ago, "Shop", "localhost", check, "fixed", status, "", duration,
+                                     [{"name": "fixed_value", "value": duration * 10, "unit": "", "labels": {}}])
+                           for ago, check, status, duration in rows])
+    return now
+
+
+@pytest.fixture
+def shop(agent: Agent) -> Agent:
+    agent.write("site.yml", PLAYBOOK)
+    agent.write("inventory.yml", "all:\n  hosts:\n    localhost: {}\n")
+    return agent
+
+
+@pytest.mark.parametrize("playbook, code, overall", [
+    pytest.param(PLAYBOOK.replace("status: WARNING", "status: OK"), 0, "HEALTHY", id="all OK"),
+    pytest.param(PLAYBOOK, 1, "DEGRADED", id="a warning"),
+    pytest.param(PLAYBOOK.replace("status: WARNING", "status: CRITICAL"), 2, "UNHEALTHY", id="critical firing"),
+])
+def test_report_exit_code_says_the_overall_health(shop: Agent, playbook: str, code: int, overall: str) -> None:
+    shop.write("site.yml", playbook)
+    shop("run", "site.yml", "-i", "inventory.yml")
+    ran = shop("report", "--format", "json", "-p", "site.yml")
+    assert (ran.code, json.loads(ran.out)["overall"]) == (code, overall), ran.err
+
+
+def test_report_counts_pass_rates_by_play_and_tag_and_writes_self_contained_html(shop: Agent) -> None:
+    # api: 8 OK and 2 CRITICAL over the last days; then one real run of each check
+    _history(shop, [(3600.0 * i, "api", 2 if i in (3, 4) else 0, 0.1 * i) for i in range(1, 11)])
+    shop("run", "site.yml", "-i", "inventory.yml")
+    report = json.loads(shop("report", "--format", "json", "-p", "site.yml").out)
+    api = next(c for c in report["checks"] if c["check"] == "api")
+    assert (api["runs"], api["pass"], api["fail"], api["pass_rate"]) == (11, 9, 2, 81.82)
+    assert {g["tag"] for g in report["groups"]} >= {"web", "shop"}
+    out = shop.cwd / "report.html"
+    ran = shop("report", "--format", "html", "-o", str(out))
+    assert ran.code == 1 and out.exists()
+    html = out.read_text()
+    HTMLParser().feed(html)
+    assert "<svg" in html and "http://" not in html and "https://" not in html
+    assert "<b>long</b>" not in html and "&lt;b&gt;long&lt;/b&gt;" in html
+
+
+def test_stats_count_runs_failures_and_deliveries(shop: Agent) -> None:
+    shop("run", "site.yml", "-i", "inventory.yml")
+    shop("run", "site.yml", "-i", "inventory.yml")
+    data = json.loads(shop("stats", "--format", "json").out)
+    runs = {c["check"]: (c["runs"], c["failures"]) for c in data["checks"]}
+    assert runs == {"api": (2, 0), "queue": (2, 2)}
+    assert sum(sum(row) for row in data["heatmap"]["counts"]) == 2
+    csv = shop("stats", "--format", "csv").out
+    assert csv.splitlines()[0].startswith("section,")
+    assert "api" in shop("stats").out
+
+
+def test_baseline_save_and_compare_finds_a_slower_check(shop: Agent) -> None:
+    # a week ago api took 0.1 s; in the last day 0.5 s
+    _history(shop, [(86400.0 * 3 + 60 * i, "api", 0, 0.1) for i in range(20)])
+    saved = shop("baseline", "save", "--name", "weekly", "--since", "7d")
+    assert saved.code == 0 and "saved baseline 'weekly'" in saved.out, saved.err
+    _history(shop, [(60.0 * i, "api", 0, 0.5) for i in range(1, 21)])
+    ran = shop("baseline", "compare", "--name", "weekly", "--format", "json")
+    assert ran.code == 0, ran.err
+    rows = json.loads(ran.out)["rows"]
+    duration = next(r for r in rows if r["check"] == "api" and r["series"] == "duration")
+    assert duration["verdict"] == "regressed" and duration["p95_change_pct"] == pytest.approx(400.0)
+    assert "regressed" in shop("baseline", "compare", "--name", "weekly").out
+
+
+@pytest.mark.parametrize("args, message", [
+    pytest.param(["report", "--format", "pdf"], "--format must be one of markdown, json, html", id="report-format"),
+    pytest.param(["stats", "--since", "soon"], "--since 'soon'", id="stats-since"),
+    pytest.param(["baseline", "compare", "--name", "nope"], "no baseline named 'nope'", id="unknown-baseline"),
+    pytest.param(["baseline", "save", "--name", "../x"], "--name", id="baseline-name"),
+])
+def test_bad_input_is_one_line_and_exit_2(shop: Agent, args: list[str], message: str) -> None:
+    shop("run", "site.yml", "-i", "inventory.yml")
+    ran = shop(*args)
+    assert ran.code == 2 and message in ran.err and "Traceback" not in ran.err, ran.err
