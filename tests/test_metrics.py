@@ -312,3 +312,45 @@ def test_metrics_of_an_empty_state_says_so(agent: Agent) -> None:
     ran = agent("metrics")
     assert ran.code == 0 and "no state in" in ran.err
     assert "ce_check_status" not in ran.out
+
+
+def test_node_exporter_reads_the_textfile(agent: Agent) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+    if exporter is None:
+        if os.environ.get("CE_AGENT_REQUIRE_NODE_EXPORTER") == "1":
+            pytest.fail("node_exporter is missing and CE_AGENT_REQUIRE_NODE_EXPORTER=1")
+        pytest.skip("node_exporter is missing (Debian package prometheus-node-exporter)")
+    agent.write("site.yml", PLAYBOOK)
+    out = agent.cwd / "textfiles"
+    out.mkdir()
+    assert agent("run", "site.yml", "--textfile-dir", str(out)).code == 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # only the textfile collector: the test needs nothing else of the machine
+    proc = subprocess.Popen([exporter, f"--web.listen-address=127.0.0.1:{port}", "--collector.disable-defaults",
+                             "--collector.textfile", f"--collector.textfile.directory={out}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+                    text = reply.read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (status,) = families["ce_check_status"].samples
+    assert status.labels["check"] == "Fixed warning" and status.value == 1
+    # node_exporter reports a textfile it could not parse in this gauge: 0 means it read ours cleanly
+    assert families["node_textfile_scrape_error"].samples[0].value == 0
