@@ -438,6 +438,7 @@ class Daemon:
         stored = self.store.load_alerts()
         known = {key: labels for key, (labels, _state) in stored.items()}
         inputs = sources.from_checks(checks, known, config.names, config.redactor.scrub)
+        inputs += sources.from_regressions(checks, self.store, now)
         # a rule is evaluated once every task of its host has reported since the (re)start: before
         # that, a series not yet collected would look gone and resolve its alert
         touched = {(o.job.play, o.job.host) for o in outcomes}

@@ -171,7 +171,7 @@ def run(
     if not check_mode:
         record_outcomes(store, outcomes, now, plan.sample_history)
     stored = store.load_alerts()
-    inputs = _alert_inputs(plan, outcomes, stored, redactor, store)
+    inputs = _alert_inputs(plan, outcomes, stored, redactor, store, now)
     if plan.slos:
         inputs += slo_inputs(plan, store, stored, now, save=not check_mode)
     previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
@@ -228,12 +228,13 @@ def slo_inputs(plan: Plan, store: Any, stored: Mapping[str, Any], now: float, sa
 
 
 def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any], redactor: Redactor,
-                  store: Any) -> list[Any]:
+                  store: Any, now: float) -> list[Any]:
     """Every alert this run observed: checks, rules on this run's metrics, and removed ones."""
     from ce_agent.alerting import sources
 
     known = {key: labels for key, (labels, _state) in stored.items()}
     inputs = sources.from_checks(outcomes, known, scrub=redactor.scrub)
+    inputs += sources.from_regressions(outcomes, store, now)
     if plan.rules:
         samples: dict[str, list[Any]] = {}
         for o in outcomes:

@@ -107,3 +107,22 @@ def test_bad_input_is_one_line_and_exit_2(shop: Agent, args: list[str], message:
     shop("run", "site.yml", "-i", "inventory.yml")
     ran = shop(*args)
     assert ran.code == 2 and message in ran.err and "Traceback" not in ran.err, ran.err
+
+
+def test_a_regression_rule_alerts_when_the_recent_p95_exceeds_the_baseline(shop: Agent) -> None:
+    shop.write("site.yml", PLAYBOOK.replace("      tags: [web]\n", "      tags: [web]\n"
+                                             "      regression: {duration: true, threshold: 20%, window: 1h}\n"))
+    # the baseline: api took 0.1 s three days ago; in the last hour 0.5 s
+    _history(shop, [(86400.0 * 3 + 60 * i, "api", 0, 0.1) for i in range(20)])
+    assert shop("baseline", "save", "--since", "7d").code == 0
+    _history(shop, [(60.0 * i, "api", 0, 0.5) for i in range(1, 21)])
+    assert shop("run", "site.yml", "-i", "inventory.yml").code == 1
+    alerts = json.loads(shop("alerts", "list", "--format", "json").out)["alerts"]
+    regression = [a for a in alerts if a["labels"].get("alertname") == "Regression"]
+    assert [(a["labels"]["check"], a["state"], a["status"]) for a in regression] == [("api", "firing", "WARNING")]
+
+
+def test_a_bad_regression_rule_is_a_located_error(shop: Agent) -> None:
+    shop.write("site.yml", PLAYBOOK.replace("      tags: [web]\n", "      tags: [web]\n      regression: {speed: 2}\n"))
+    ran = shop("validate", "site.yml")
+    assert ran.code == 2 and "site.yml:8:19: regression: unknown key 'speed'" in ran.err, ran.err

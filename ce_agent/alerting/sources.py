@@ -167,3 +167,32 @@ def from_slos(evaluated: Sequence[tuple[str, str, Any]], known: Mapping[str, Map
                 policy=Policy(), host=a.host, play=a.play, title=a.title, notify=list(a.notify),
             ))
     return inputs
+
+
+REGRESSION_BASELINE = "default"  # the baseline `ce-agent baseline save` records without --name
+
+
+def from_regressions(outcomes: Sequence[Any], store: Any, now: float) -> list[AlertInput]:
+    """One alert per check with a `regression:` rule that ran: active while its recent p95 (run time
+    or a metric) exceeds the saved baseline's by more than the threshold; nothing without a baseline."""
+    from ce_agent.baseline import regression_check
+
+    ruled = [o for o in outcomes if o.job.kind == "check" and getattr(o.job.task, "regression", None) is not None]
+    saved = store.baseline(REGRESSION_BASELINE) if ruled else None
+    if saved is None:
+        return []
+    inputs = []
+    for o in ruled:
+        job, rule = o.job, o.job.task.regression
+        recent = [r for r in store.results(now - rule.window_s, check=job.name, host=job.host) if r.play == job.play]
+        active, summary, value = regression_check(rule, saved[1], recent, now, play=job.play, host=job.host,
+                                                  check=job.name)
+        labels = {"alertname": "Regression", "check": job.name, "host": job.host, "play": job.play,
+                  "severity": "warning"}
+        inputs.append(AlertInput(
+            key=f'regression{{check="{job.name}",host="{job.host}",play="{job.play}"}}', labels=labels,
+            observation=Observation(active=active, status=1 if active else 0, summary=summary, value=value),
+            policy=Policy(), host=job.host, play=job.play, title=f"{job.name} regressed on {job.host}",
+            notify=[c.name for c in job.notify],
+        ))
+    return inputs

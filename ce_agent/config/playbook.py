@@ -16,7 +16,7 @@ PLAY_KEYS = ("name", "hosts", "vars", "checks", "collectors", "tags", "alerts", 
 # Keys the later alerting and SLO features own; read and kept, not evaluated by `run` yet.
 PLAY_KEYS_NOT_YET: tuple[str, ...] = ()
 TASK_KEYS = (
-    "name", "schedule", "interval", "jitter", "timezone", "timeout", "retries", "notify", "tags", "labels", "severity", "vars", "depends_on",
+    "name", "schedule", "interval", "jitter", "timezone", "timeout", "retries", "regression", "notify", "tags", "labels", "severity", "vars", "depends_on",
 )
 RULE_KEYS = ("name", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "notify", "tags")
 SEVERITIES = ("info", "warning", "critical", "page", "ticket")
@@ -39,6 +39,7 @@ class Task:
     interval: float | None = None
     jitter: float = 0.0
     timezone: str | None = None
+    regression: Any = None  # ce_agent.baseline.RegressionRule
     timeout: Any = DEFAULT_TIMEOUT
     retries: int = 1
     notify: list[str] = field(default_factory=list)
@@ -317,6 +318,13 @@ def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) ->
         except ValueError as exc:
             problems.add(raw.value_loc("jitter"), f"'jitter': {exc}")
     task.timezone = _string(raw, "timezone", problems)
+    if "regression" in raw:
+        from ce_agent.baseline import parse_regression_rule
+
+        try:
+            task.regression = parse_regression_rule(raw["regression"])
+        except ValueError as exc:
+            problems.add(raw.value_loc("regression"), str(exc))
     if "timeout" in raw:
         task.timeout = raw["timeout"]
         if not _is_template(raw["timeout"]):
