@@ -369,12 +369,14 @@ def baseline_compare(
     name: Annotated[str, typer.Option("--name", help="The baseline's name.")] = "default",
     output_format: FormatOpt = "text",
     threshold: Annotated[float, typer.Option("--threshold", help="% change of p95 that counts.")] = 20.0,
+    since: Annotated[str, typer.Option("--since", help="The recent period to judge: 1d, 7d (a trend) ...")] = "1d",
     state_dir: StateDirOpt = None,
 ) -> None:
-    """The last day against a saved baseline: regressed, improved or the same."""
+    """Recent results (the last day by default) against a saved baseline: regressed, improved or the same."""
     from ce_agent import historycmds
 
-    typer.echo(_alertcmd(historycmds.baseline_compare, _state_dir(state_dir), name, output_format, threshold).rstrip("\n"))
+    typer.echo(_alertcmd(historycmds.baseline_compare, _state_dir(state_dir), name, output_format, threshold,
+                         since).rstrip("\n"))
 
 
 @slo_app.command("status")

@@ -10,7 +10,6 @@ from ce_agent.errors import UserError
 
 REPORT_FORMATS = ("markdown", "json", "html")
 STATS_FORMATS = ("text", "json", "csv")
-RECENT_S = 86400.0  # `baseline compare` judges the last day against the baseline
 
 
 def _since(text: str, now: float) -> float:
@@ -93,9 +92,10 @@ def baseline_save(state_dir: Path, name: str, since: str, *, now: float, warn: W
     return f"saved baseline {name!r}: {data['results']} results of {len(data['checks'])} checks, {series} series"
 
 
-def baseline_compare(state_dir: Path, name: str, output_format: str, threshold: float, *, now: float,
-                     warn: Warn) -> str:
-    """The last day against baseline `name`."""
+def baseline_compare(state_dir: Path, name: str, output_format: str, threshold: float, since: str = "1d", *,
+                     now: float, warn: Warn) -> str:
+    """The results since `since` (the last day by default: a trend over a week with `7d`) against
+    baseline `name`."""
     from ce_agent import baseline
 
     if output_format not in ("text", "json"):
@@ -104,12 +104,13 @@ def baseline_compare(state_dir: Path, name: str, output_format: str, threshold: 
         saved = store.baseline(name) if store is not None else None
         if saved is None:
             raise UserError(f"no baseline named {name!r}; record one with `ce-agent baseline save --name {name}`")
-        recent = store.results(now - RECENT_S)
+        start = _since(since, now)
+        recent = store.results(start)
     try:
         data = baseline.load_baseline(saved[1])
     except ValueError as exc:
         raise UserError(f"baseline {name!r}: {exc}") from None
-    rows = baseline.compare(data, recent, now, since=now - RECENT_S, threshold_pct=threshold)
+    rows = baseline.compare(data, recent, now, since=start, threshold_pct=threshold)
     if output_format == "json":
         return baseline.as_json(data, rows, threshold_pct=threshold)
     return baseline.render_compare_text(data, rows, threshold_pct=threshold)

@@ -126,3 +126,15 @@ def test_a_bad_regression_rule_is_a_located_error(shop: Agent) -> None:
     shop.write("site.yml", PLAYBOOK.replace("      tags: [web]\n", "      tags: [web]\n      regression: {speed: 2}\n"))
     ran = shop("validate", "site.yml")
     assert ran.code == 2 and "site.yml:8:19: regression: unknown key 'speed'" in ran.err, ran.err
+
+
+def test_baseline_compare_over_a_longer_period_sees_the_trend(shop: Agent) -> None:
+    _history(shop, [(86400.0 * 10 + 60 * i, "api", 0, 0.1) for i in range(20)])
+    assert shop("baseline", "save", "--since", "14d").code == 0
+    _history(shop, [(86400.0 * 3 + 60 * i, "api", 0, 0.3) for i in range(20)])  # slower 3 days ago, not today
+
+    def verdict(*args: str) -> str:
+        rows = json.loads(shop("baseline", "compare", "--format", "json", *args).out)["rows"]
+        return next(r["verdict"] for r in rows if r["check"] == "api" and r["series"] == "duration")
+    assert verdict() == "no_data"  # nothing in the last day
+    assert verdict("--since", "7d") == "regressed"
