@@ -252,6 +252,10 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+def _pct(value: Any, scale: float, spec: str) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value * scale:{spec}} %"
+
+
 def _for(seconds: Any) -> str:
     return "-" if not isinstance(seconds, (int, float)) else format_duration(seconds)
 
@@ -266,10 +270,12 @@ def _sections(report: Mapping[str, Any]) -> list[tuple[str, list[str], list[list
          [[g["tag"] or UNTAGGED, g["play"], str(g["checks"]), str(g["runs"]), str(g["pass"]), str(g["warn"]),
            str(g["fail"]), str(g["unknown"]), format_percent(g["pass_rate"])] for g in report["groups"]], ""),
         ("SLOs", ["SLO", "Objective", "Window", "SLI", "Error budget left", "Burn rates", "Status"],
-         [[s["name"], _value(s["objective"]), _value(s["window"]), _value(s["sli"]),
-           _value(s["error_budget_remaining"]),
-           ", ".join(f"{k}: {_value(v)}" for k, v in s["burn_rates"].items()) or "-", s["status"].replace("_", " ")]
-          for s in report["slos"]], ""),
+         [[s["name"], _pct(s["objective"], 1, "g"), _value(s["window"]), _pct(s["sli"], 1, ".3f"),
+           _pct(s["error_budget_remaining"], 100, ".1f"),
+           ", ".join(f"{k}: {'-' if v is None else f'{v:.2f}x'}" for k, v in s["burn_rates"].items()) or "-",
+           s["status"].replace("_", " ")]
+          for s in report["slos"]], "SLI and objective in % of events; the budget left in % of the error budget "
+                                    "(below 0: overspent); burn rates as multiples of the sustainable rate."),
         ("Performance", ["Check", "Host", "Play", "Runs", "Min", "Max", "Mean", "p95"],
          [[p["check"], p["host"], p["play"], str(p["count"]), format_seconds(p["min"]), format_seconds(p["max"]),
            format_seconds(p["mean"]), format_seconds(p["p95"])] for p in report["performance"]],
@@ -348,7 +354,7 @@ h1{margin-bottom:.2rem}.meta{color:#5b6670;margin-top:0}
 .HEALTHY{background:#2e7d32}.DEGRADED{background:#b26a00}.UNHEALTHY{background:#c62828}
 table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9rem}
 th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f5f7}.note{color:#5b6670;font-size:.85rem}.charts{display:flex;flex-wrap:wrap;gap:1rem}
+th{background:#f3f5f7}.note{color:#5b6670;font-size:.85rem}.charts{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0}figcaption{font-weight:600;margin:.3rem 0}
 svg{background:#fafbfc;border:1px solid #d0d7de}svg text{font-size:11px;fill:#5b6670}
 .line{fill:none;stroke:#1f6feb;stroke-width:2}.dot{fill:#1f6feb}.bar{fill:#8250df}.axis{stroke:#8c959f}
 """.strip()
@@ -440,8 +446,10 @@ def render_html(report: Mapping[str, Any]) -> str:
     out.append(f"<p>{_e(_totals_line(report))}</p>")
     out += ["<h2>Trends</h2>", '<div class="charts">']
     if trends["days"]:
-        out.append(_line_chart("Pass rate per day", trends["days"], trends["pass_rate"]))
-        out.append(_bar_chart("p95 run time per day", trends["days"], trends["p95_duration_s"]))
+        for title, chart in (("Pass rate per day", _line_chart), ("p95 run time per day", _bar_chart)):
+            values = trends["pass_rate"] if chart is _line_chart else trends["p95_duration_s"]
+            # a visible caption: an SVG <title> is only a tooltip
+            out.append(f"<figure><figcaption>{_e(title)}</figcaption>{chart(title, trends['days'], values)}</figure>")
     out.append("</div>")
     for title, headers, rows, note in _sections(report):
         out.append(f"<h2>{_e(title)}</h2>")

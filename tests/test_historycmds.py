@@ -138,3 +138,29 @@ def test_baseline_compare_over_a_longer_period_sees_the_trend(shop: Agent) -> No
         return next(r["verdict"] for r in rows if r["check"] == "api" and r["series"] == "duration")
     assert verdict() == "no_data"  # nothing in the last day
     assert verdict("--since", "7d") == "regressed"
+
+
+def test_the_html_report_renders_in_a_real_browser(shop: Agent) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CE_AGENT_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is missing and CE_AGENT_REQUIRE_BROWSER=1")
+        pytest.skip("chromium is missing (Debian package chromium)")
+    _history(shop, [(3600.0 * i, "api", 2 if i == 3 else 0, 0.1 * i) for i in range(1, 30)])
+    shop("run", "site.yml", "-i", "inventory.yml")
+    page = shop.cwd / "report.html"
+    assert shop("report", "--format", "html", "-o", str(page)).code == 1
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={shop.cwd / 'browser'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    # what the browser built: the verdict, both charts as SVG, the tables, the hostile text as text
+    assert "DEGRADED" in dom.stdout and dom.stdout.count("<svg") == 2 and "<table>" in dom.stdout
+    assert "&lt;b&gt;long&lt;/b&gt;" in dom.stdout
+    shot = shop.cwd / "report.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1000,1400", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

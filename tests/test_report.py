@@ -210,7 +210,7 @@ def test_markdown_report() -> None:
                   "Top failing checks", "Time to recover", "Flapping"):
         assert f"\n## {title}\n" in text
     assert "| (untagged) | Web | 1 | 10 | 9 | 0 | 1 | 0 | 90.0 % |" in text
-    assert "| availability | 99.9 | 30d | 99.95 | 0.5 | 1h: 0.4, 6h: 0.8 | breached |" in text
+    assert "| availability | 99.9 % | 30d | 99.950 % | 50.0 % | 1h: 0.40x, 6h: 0.80x | breached |" in text
     assert "| Home page | web1 | Web | 10 | 100 ms | 100 ms | 100 ms | 100 ms |" in text
 
 
