@@ -58,7 +58,7 @@ def _store(state_dir: Path, now: float, warn: Warn, create: bool) -> Iterator[An
         yield None
         return
     try:
-        store, notices = Store.open(path, now)
+        store, notices = Store.open(path, now, repair=create)
     except StoreError as exc:
         raise UserError(str(exc)) from None
     for notice in notices:
@@ -381,9 +381,11 @@ def slo_status(state_dir: Path, output_format: str, *, now: float, warn: Warn) -
     def rate(value: Any) -> str:
         return "-" if value is None else f"{value:.2f}x"
 
-    header = ("NAME", "HOST", "OBJECTIVE", "WINDOW", "SLI", "BUDGET LEFT", "BURN 1h", "BURN 6h", "BURN 3d", "STATUS")
+    windows = ("5m", "30m", "1h", "6h", "3d")  # the workbook's pairs: 1h/5m and 6h/30m page, 3d/6h tickets
+    header = ("NAME", "HOST", "OBJECTIVE", "WINDOW", "SLI", "BUDGET LEFT", *(f"BURN {w}" for w in windows), "STATUS",
+              "EVALUATED")
     table = [header] + [(s["name"], s["host"], f"{s['objective']:g}%", s["window"], pct(s["sli"]),
-                         pct(s["error_budget_remaining"], 100.0), *(rate(s["burn_rates"].get(w)) for w in ("1h", "6h", "3d")),
-                         s["status"]) for s in slos]
+                         pct(s["error_budget_remaining"], 100.0), *(rate(s["burn_rates"].get(w)) for w in windows),
+                         s["status"], s["evaluated"]) for s in slos]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     return "\n".join("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table)

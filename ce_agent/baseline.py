@@ -61,8 +61,10 @@ def _collect(results: Iterable[ResultRow]) -> dict[CheckKey, _Check]:
             data.durations.append(duration)
         for metric in row.metrics or ():
             value = finite_number(metric.get("value"))
-            if value is None:
-                continue  # Nagios' `U` (unknown) says nothing about performance
+            if value is None or metric.get("unit") == "c":
+                # Nagios' `U` (unknown) says nothing about performance, and a counter (unit `c`) only
+                # grows: its level is no baseline (its rate would be, which one result cannot give)
+                continue
             labels = metric.get("labels") or {}
             key = (str(metric.get("name", "")), tuple(sorted((str(k), str(v)) for k, v in labels.items())))
             data.metrics.setdefault(key, []).append(value)

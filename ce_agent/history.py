@@ -207,3 +207,17 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[
 def plural(count: int, word: str) -> str:
     """`1 check`, `2 checks`: English plurals by an `s`, enough for the words these outputs use."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def alert_title(labels: Mapping[str, Any], key: str) -> str:
+    """An alert as people name it: `Root disk on web1` (a check), `HighMemory on web1` (a rule),
+    `SLOBurnRate api-availability on web1` (an SLO), `Root disk regression on web1`."""
+    host = labels.get("host")
+    alertname, check, slo = labels.get("alertname"), labels.get("check"), labels.get("slo")
+    if slo and alertname:
+        name = f"{alertname} {slo}"
+    elif alertname == "Regression" and check:
+        name = f"{check} regression"
+    else:
+        name = check or alertname
+    return f"{name} on {host}" if name and host else str(key)

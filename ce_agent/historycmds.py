@@ -10,15 +10,19 @@ from ce_agent.errors import UserError
 
 REPORT_FORMATS = ("markdown", "json", "html")
 STATS_FORMATS = ("text", "json", "csv")
+UNKNOWN_EXIT = 3  # `report` without any state to report on
 
 
 def _since(text: str, now: float) -> float:
     from ce_agent.durations import parse_duration
 
     try:
-        return now - parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         raise UserError(f"--since {text!r}: {exc}") from None
+    if seconds <= 0:
+        raise UserError(f"--since {text!r}: the period must be longer than 0")
+    return now - seconds
 
 
 def _choice(value: str, choices: Sequence[str]) -> None:
@@ -28,13 +32,17 @@ def _choice(value: str, choices: Sequence[str]) -> None:
 
 def tags_of(playbooks: Sequence[Path]) -> dict[tuple[str, str], list[str]]:
     """(play, check) -> tags (the play's and the task's), read from playbooks; errors in them are the
-    user's to fix with `validate`, so a playbook that does not load only loses its tags here."""
+    user's to fix: the first is said (UserError)."""
     from ce_agent.config.playbook import load_playbook
     from ce_agent.errors import Problems
 
     tags: dict[tuple[str, str], list[str]] = {}
     for path in playbooks:
-        for play in load_playbook(path, Problems()):
+        problems = Problems()
+        plays = load_playbook(path, problems)
+        if problems.errors:  # a playbook named on purpose that does not load is the user's to fix
+            raise UserError(f"--playbook: {problems.lines(warnings=False)[0]}")
+        for play in plays:
             for task in play.tasks:
                 tags[(play.name, task.name)] = sorted(set(play.tags) | set(task.tags))
     return tags
@@ -50,7 +58,8 @@ def report(state_dir: Path, output_format: str, since: str, tags: Mapping[tuple[
     start = _since(since, now)
     with _store(state_dir, now, warn, create=False) as store:
         if store is None:
-            results, history, active, slos = [], [], [], []
+            # no state is no news, not good news: UNKNOWN, as Nagios says of a check that cannot tell
+            return "", UNKNOWN_EXIT
         else:
             results, history = store.results(start), store.history(start)
             active = active_alerts(store.load_alerts(), store.silences(now), now)
@@ -100,6 +109,8 @@ def baseline_compare(state_dir: Path, name: str, output_format: str, threshold: 
 
     if output_format not in ("text", "json"):
         raise UserError(f"--format must be text or json, got {output_format!r}")
+    if not threshold > 0:
+        raise UserError(f"--threshold must be a percentage above 0, got {threshold:g}")
     with _store(state_dir, now, warn, create=False) as store:
         saved = store.baseline(name) if store is not None else None
         if saved is None:

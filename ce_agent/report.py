@@ -10,6 +10,7 @@ from typing import Any
 
 from ce_agent.durations import format_duration
 from ce_agent.history import (
+    alert_title,
     format_number,
     format_percent,
     format_seconds,
@@ -47,9 +48,7 @@ def _counts(rows: Sequence[ResultRow]) -> dict[str, Any]:
 
 
 def _title(labels: Mapping[str, Any], key: str) -> str:
-    """An alert as people name it: `Root disk on web1` for a check, `HighMemory on web1` for a rule."""
-    name = labels.get("check") or labels.get("alertname")
-    return f"{name} on {labels['host']}" if name and labels.get("host") else str(key)
+    return alert_title(labels, key)
 
 
 def _active(rows: Iterable[Mapping[str, Any]], tz: tzinfo | None) -> list[dict[str, Any]]:

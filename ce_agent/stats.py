@@ -11,6 +11,7 @@ from datetime import tzinfo
 from typing import Any
 
 from ce_agent.history import (
+    alert_title,
     WEEKDAYS,
     format_percent,
     format_table,
@@ -36,8 +37,7 @@ _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _title(labels: Mapping[str, Any], key: str) -> str:
-    name = labels.get("check") or labels.get("alertname")
-    return f"{name} on {labels['host']}" if name and labels.get("host") else key
+    return alert_title(labels, key)
 
 
 def _checks(rows: Sequence[ResultRow], tz: tzinfo | None) -> list[dict[str, Any]]:

@@ -262,11 +262,12 @@ class Store:
     # ---- opening -------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, now: float) -> tuple[Store, list[str]]:
+    def open(cls, path: Path, now: float, repair: bool = True) -> tuple[Store, list[str]]:
         """Open or create; returns notices to print (one line each). A file that is not a valid SQLite
         database (or fails `PRAGMA quick_check`) is renamed to `state.db.corrupt-YYYYmmddTHHMMSS` (with its -wal/-shm
         beside it renamed likewise) and a fresh database is started; the notice says so in one line.
-        Raises StoreError for a directory that cannot be written (say which and why).
+        Raises StoreError for a directory that cannot be written (say which and why), and, with
+        `repair` off (commands that only read), for a damaged file, which is then left as it is.
 
         `path` is the database file (STATE_DIR/state.db); an existing directory means DIR/state.db."""
         path = Path(path)
@@ -278,6 +279,10 @@ class Store:
         try:
             conn = _connect(path)
             problem = _integrity_problem(conn)
+            if problem is not None and not repair:
+                # a command that only reads must not replace the evidence with an empty, healthy state
+                raise StoreError(f"{path} is damaged ({problem}); left as it is: the next `ce-agent run` or the "
+                                 "agent moves it aside and starts a fresh one")
             if problem is not None:
                 try:
                     # Renamed while still open: closing first would let SQLite delete the -wal/-shm it found.

@@ -337,3 +337,14 @@ def test_regression_rule_can_be_narrowed_to_one_check(weekly: dict) -> None:
     recent = runs([3.0] * 5, start=now - 10 * MINUTE, host="web2", check="API") + runs([1.0] * 5, start=now - 10 * MINUTE)
     assert baseline.regression_check({"duration": True}, weekly, recent, now)[0] is True
     assert baseline.regression_check({"duration": True}, weekly, recent, now, host="web1", check="Home page")[0] is False
+
+
+def test_counters_are_left_out_of_a_baseline() -> None:
+    from ce_agent.baseline import compute_baseline
+    from ce_agent.store import ResultRow
+
+    rows = [ResultRow(100.0 + i, "p", "h", "c", "x", 0, "", 0.1,
+                      [{"name": "requests_total", "value": 100.0 * i, "unit": "c", "labels": {}},
+                       {"name": "latency", "value": 0.2, "unit": "s", "labels": {}}]) for i in range(5)]
+    (check,) = compute_baseline(rows, 0.0, 200.0)["checks"]
+    assert [m["name"] for m in check["metrics"]] == ["latency"]

@@ -102,6 +102,10 @@ def test_baseline_save_and_compare_finds_a_slower_check(shop: Agent) -> None:
     pytest.param(["stats", "--since", "soon"], "--since 'soon'", id="stats-since"),
     pytest.param(["baseline", "compare", "--name", "nope"], "no baseline named 'nope'", id="unknown-baseline"),
     pytest.param(["baseline", "save", "--name", "../x"], "--name", id="baseline-name"),
+    pytest.param(["report", "--since", "0"], "the period must be longer than 0", id="report-empty-period"),
+    pytest.param(["report", "-p", "nope.yml"], "--playbook: nope.yml: no such playbook", id="report-missing-playbook"),
+    pytest.param(["baseline", "compare", "--threshold", "-5"], "--threshold must be a percentage above 0",
+                 id="negative-threshold"),
 ])
 def test_bad_input_is_one_line_and_exit_2(shop: Agent, args: list[str], message: str) -> None:
     shop("run", "site.yml", "-i", "inventory.yml")
@@ -164,3 +168,16 @@ def test_the_html_report_renders_in_a_real_browser(shop: Agent) -> None:
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1000,1400", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+
+def test_report_without_state_is_unknown_and_a_damaged_one_is_left_alone(shop: Agent) -> None:
+    ran = shop("report", "--state-dir", str(shop.cwd / "nowhere"))
+    assert (ran.code, ran.out) == (3, "") and "no state in" in ran.err
+    damaged = shop.cwd / "damaged"
+    damaged.mkdir()
+    (damaged / "state.db").write_bytes(b"not a database at all" * 100)
+    for command in (["report"], ["slo", "status"], ["alerts", "list"], ["stats"], ["metrics"]):
+        ran = shop(*command, "--state-dir", str(damaged))
+        assert ran.code == 2 and "is damaged" in ran.err and "Traceback" not in ran.err, (command, ran.err)
+    assert sorted(p.name for p in damaged.iterdir()) == ["state.db"]  # nothing moved aside by a reader

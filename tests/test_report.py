@@ -291,3 +291,16 @@ def test_html_report_without_any_data() -> None:
     parser.close()
     assert parser.open == []
     assert "HEALTHY" in page and "<p>None.</p>" in page
+
+
+@pytest.mark.parametrize("labels, expected", [
+    pytest.param({"check": "Root disk", "host": "web1"}, "Root disk on web1", id="check"),
+    pytest.param({"alertname": "HighMemory", "host": "web1"}, "HighMemory on web1", id="rule"),
+    pytest.param({"alertname": "SLOBurnRate", "slo": "api", "host": "web1"}, "SLOBurnRate api on web1", id="slo"),
+    pytest.param({"alertname": "Regression", "check": "Slow", "host": "web1"}, "Slow regression on web1",
+                 id="regression"),
+])
+def test_alerts_are_named_as_people_name_them(labels: dict, expected: str) -> None:
+    from ce_agent.history import alert_title
+
+    assert alert_title(labels, "key") == expected

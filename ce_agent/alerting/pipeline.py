@@ -281,7 +281,8 @@ def compose(channel: str, parts: Sequence[Mapping[str, Any]]) -> Notification:
     else:
         counts: dict[str, int] = {}
         for p in shown:
-            label = "RESOLVED" if p["kind"] == "resolved" else "FIRING"
+            label = {"resolved": "RESOLVED", "flapping_start": "FLAPPING",
+                     "flapping_stop": "STOPPED FLAPPING"}.get(str(p["kind"]), "FIRING")
             counts[label] = counts.get(label, 0) + 1
         common = {k: v for k, v in first["labels"].items() if all(p["labels"].get(k) == v for p in shown)}
         title = "[" + ", ".join(f"{k}:{n}" for k, n in counts.items()) + "] " + " ".join(

@@ -39,3 +39,8 @@ def test_a_merged_group_reads_like_alertmanagers() -> None:
 def test_one_part_reads_as_a_single_alert() -> None:
     message = compose("ops", [_part("Disk /", status=1)])
     assert (message.title, message.kind, message.status) == ("[WARNING] Disk / on web1", "firing", Status.WARNING)
+
+
+def test_a_group_says_flapping_and_stopped_flapping_not_firing() -> None:
+    message = compose("ops", [_part("a", "flapping_stop"), _part("b", "resolved")])
+    assert message.title.startswith("[STOPPED FLAPPING:1, RESOLVED:1]")
