@@ -325,11 +325,16 @@ def report(
     playbook: PlaybookTagsOpt = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Health report: exit 0 HEALTHY, 1 DEGRADED, 2 UNHEALTHY."""
+    """Health report: exit 0 HEALTHY, 1 DEGRADED, 2 UNHEALTHY (or bad input), 3 no state to report on."""
     from ce_agent import historycmds
 
-    tags = historycmds.tags_of(playbook or [])
+    try:
+        tags = historycmds.tags_of(playbook or [])
+    except UserError as exc:
+        raise _fail([f"error: {exc}"]) from None
     text, code = _alertcmd(historycmds.report, _state_dir(state_dir), output_format, since, tags)
+    if not text:
+        raise typer.Exit(code)
     if output is None:
         typer.echo(text.rstrip("\n"))
     else:
@@ -377,6 +382,28 @@ def baseline_compare(
 
     typer.echo(_alertcmd(historycmds.baseline_compare, _state_dir(state_dir), name, output_format, threshold,
                          since).rstrip("\n"))
+
+
+@app.command("status")
+def status(
+    mode: Annotated[str, typer.Option("--mode", help="full, compact or minimal (one line).")] = "full",
+    watch: Annotated[Optional[float], typer.Option("--watch", show_default=False, metavar="SECONDS",
+                                                   help="Redraw every SECONDS until Ctrl-C.")] = None,
+    export: Annotated[Optional[Path], typer.Option("--export", show_default=False, metavar="FILE",
+                                                   help="Write to FILE instead: .html, .svg, else plain text.")] = None,
+    agent_url: Annotated[Optional[str], typer.Option("--agent", envvar="CE_AGENT_URL", show_default=False, metavar="URL",
+                                                     help="Ask a running agent (http://127.0.0.1:9464), not the state.")] = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Dashboard: checks by status, active alerts, SLOs, resource usage, recent runs (exit 0; 2 for bad options)."""
+    from ce_agent import dashboard
+
+    options = dashboard.StatusOptions(mode, watch, export, agent_url, None if agent_url else _state_dir(state_dir))
+    try:
+        code = dashboard.run_status(options, _warn)
+    except UserError as exc:
+        raise _fail([f"error: {exc}"]) from None
+    raise typer.Exit(code)
 
 
 @slo_app.command("status")
