@@ -221,3 +221,14 @@ def alert_title(labels: Mapping[str, Any], key: str) -> str:
     else:
         name = check or alertname
     return f"{name} on {host}" if name and host else str(key)
+
+
+def period(since: float, now: float, tz: tzinfo | None) -> dict[str, Any]:
+    """The head of a report's or statistics' JSON: the period, and the zone its days and hours are in
+    (an IANA name when the zone has one)."""
+    zone = getattr(tz, "key", None) or (str(tz) if tz is not None else None)
+    if zone is None:
+        local = local_time(now, None)
+        zone = getattr(local.tzinfo, "key", None) or local.tzname() or "local"
+    return {"generated": iso_time(now, tz), "generated_ts": now, "since": iso_time(since, tz), "since_ts": since,
+            "timezone": zone}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ce_agent.alertcmds import Warn, _store
 from ce_agent.errors import UserError
@@ -23,6 +24,15 @@ def _since(text: str, now: float) -> float:
     if seconds <= 0:
         raise UserError(f"--since {text!r}: the period must be longer than 0")
     return now - seconds
+
+
+def _zone() -> Any:
+    """The machine's zone with its IANA name when it has one ($TZ), for days and hours."""
+    import os
+
+    from ce_agent.scheduler import local_zone
+
+    return local_zone(os.environ)
 
 
 def _choice(value: str, choices: Sequence[str]) -> None:
@@ -64,7 +74,7 @@ def report(state_dir: Path, output_format: str, since: str, tags: Mapping[tuple[
             results, history = store.results(start), store.history(start)
             active = active_alerts(store.load_alerts(), store.silences(now), now)
             slos = [{**data, "play": play, "host": host} for play, host, _n, data, _at in store.slo_statuses()]
-    built = reports.build_report(results, history, active, slos, tags, start, now)
+    built = reports.build_report(results, history, active, slos, tags, start, now, tz=_zone())
     render = {"markdown": reports.render_markdown, "json": reports.as_json, "html": reports.render_html}
     return render[output_format](built), int(built["exit_code"])
 
@@ -80,7 +90,7 @@ def stats(state_dir: Path, output_format: str, since: str, *, now: float, warn: 
             results, history, deliveries = [], [], []
         else:
             results, history, deliveries = store.results(start), store.history(start), store.deliveries(start)
-    built = usage.build_stats(results, history, deliveries, start, now, None)
+    built = usage.build_stats(results, history, deliveries, start, now, _zone())
     render = {"text": usage.render_text, "json": usage.as_json, "csv": usage.render_csv}
     return render[output_format](built)
 

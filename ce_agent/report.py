@@ -11,6 +11,7 @@ from typing import Any
 from ce_agent.durations import format_duration
 from ce_agent.history import (
     alert_title,
+    period,
     format_number,
     format_percent,
     format_seconds,
@@ -207,10 +208,7 @@ def build_report(results: Iterable[ResultRow], history: Iterable[Mapping[str, An
     p95s = series_by_day(rows, lambda r: r.ts, since, now, tz, lambda day: percentile((r.duration_s for r in day), 95))
     return {
         "version": JSON_VERSION,
-        "generated": iso_time(now, tz),
-        "generated_ts": now,
-        "since": iso_time(since, tz),
-        "since_ts": since,
+        **period(since, now, tz),
         "overall": overall,
         "exit_code": dict(EXIT_CODES)[overall],
         "reasons": reasons,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -154,6 +155,13 @@ def local_zone(environ: Mapping[str, str], localtime: str = "/etc/localtime") ->
         except (ZoneInfoNotFoundError, ValueError):
             pass
     try:
+        # /etc/localtime usually links into the zoneinfo tree: its path there is the zone's IANA name
+        target = os.path.realpath(localtime)
+        if "/zoneinfo/" in target:
+            try:
+                return ZoneInfo(target.split("/zoneinfo/", 1)[1])
+            except (ZoneInfoNotFoundError, ValueError):
+                pass
         with open(localtime, "rb") as data:
             return ZoneInfo.from_file(data, key="localtime")
     except (OSError, ValueError):

@@ -12,12 +12,12 @@ from typing import Any
 
 from ce_agent.history import (
     alert_title,
+    period,
     WEEKDAYS,
     format_percent,
     format_table,
     group,
     iso_time,
-    local_time,
     percent,
     plural,
     status_name,
@@ -108,11 +108,7 @@ def build_stats(results: Iterable[ResultRow], history: Iterable[Mapping[str, Any
     failures = sum(c["failures"] for c in checks)
     return {
         "version": JSON_VERSION,
-        "generated": iso_time(now, tz),
-        "generated_ts": now,
-        "since": iso_time(since, tz),
-        "since_ts": since,
-        "timezone": str(tz) if tz is not None else (local_time(now, None).tzname() or "local"),
+        **period(since, now, tz),
         "totals": {"checks": len(checks), "runs": len(rows), "failures": failures,
                    "failure_rate": percent(failures, len(rows)),
                    "alerts_fired": sum(1 for e in events if e.get("kind") == "firing"),

@@ -341,3 +341,34 @@ def test_suspends_during_a_year_never_cause_a_burst(zone: str) -> None:
     asleep = {date(2024, 6, 15), date(2024, 6, 16)}
     assert set(ALL_DAYS_2024) - set(days) <= asleep
     assert all(len(batch) == len(set(batch)) for batch in batches)
+
+
+def _zoneinfo_file(name: str) -> "Path":
+    from pathlib import Path
+
+    for root in ("/usr/share/zoneinfo", "/usr/lib/zoneinfo"):
+        if (Path(root) / name).is_file():
+            return Path(root) / name
+    pytest.skip("no system zoneinfo files")
+
+
+@pytest.mark.parametrize("setup, environ, expected", [
+    pytest.param("none", {"TZ": "Europe/Berlin"}, "Europe/Berlin", id="TZ wins"),
+    pytest.param("none", {"TZ": ":America/New_York"}, "America/New_York", id="TZ with a leading colon"),
+    pytest.param("link", {}, "Asia/Kolkata", id="a link into the zoneinfo tree names the zone"),
+    pytest.param("copy", {}, "localtime", id="a copied zone file has no name"),
+    pytest.param("missing", {}, "UTC", id="nothing: UTC"),
+    pytest.param("missing", {"TZ": "Nowhere/Atlantis"}, "UTC", id="an unknown TZ is ignored"),
+])
+def test_the_machines_zone_is_cron_s_default(tmp_path, setup: str, environ: dict, expected: str) -> None:
+    import shutil
+
+    from ce_agent.scheduler import local_zone
+
+    localtime = tmp_path / "localtime"
+    if setup == "link":
+        localtime.symlink_to(_zoneinfo_file("Asia/Kolkata"))
+    elif setup == "copy":
+        shutil.copy(_zoneinfo_file("Asia/Kolkata"), localtime)
+    zone = local_zone(environ, str(localtime))
+    assert (getattr(zone, "key", None) or str(zone)) == expected
