@@ -81,3 +81,10 @@ def test_an_invalid_slo_is_a_located_error(agent: Agent) -> None:
     ran = agent("validate", "site.yml")
     assert ran.code == 2
     assert "site.yml:8:18: slos[0].objective: must be a percentage between 0 and 100 (exclusive), got 100" in ran.err
+
+
+def test_an_slo_window_longer_than_the_history_is_a_warning(agent: Agent) -> None:
+    agent.write("site.yml", PLAYBOOK.replace("window: 30d", "window: 60d"))
+    ran = agent("validate", "site.yml")
+    assert ran.code == 0
+    assert "site.yml:9:15: warning: slos[0].window: 60d is longer than the 30 days of history kept" in ran.err

@@ -21,6 +21,7 @@ TASK_KEYS = (
 RULE_KEYS = ("name", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "notify", "tags")
 SEVERITIES = ("info", "warning", "critical", "page", "ticket")
 DEFAULT_TIMEOUT = 30.0
+HISTORY_DAYS = 30  # how long results are kept (store.prune's default)
 _RULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -156,6 +157,11 @@ def _read_play(raw: Any, loc: Location | None, problems: Problems, file: str) ->
         slos, errors = parse_slos(raw["slos"], "slos", check_names={t.name for t in play.tasks if t.kind == "check"})
         for path, message in errors:
             problems.add(_path_loc(raw, path), f"{path}: {message}")
+        for index, slo in enumerate(slos):
+            if slo.window_s > HISTORY_DAYS * 86400:
+                problems.warn(_path_loc(raw, f"slos[{index}].window"),
+                              f"slos[{index}].window: {slo.window} is longer than the {HISTORY_DAYS} days of history "
+                              "kept: it is measured on those")
         play.slos = slos
     if not play.tasks and not play.rules and not play.slos and not any(k in raw for k in PLAY_KEYS_NOT_YET):
         problems.warn(raw.loc, f"play {play.name!r} has no checks, collectors or alerts")
