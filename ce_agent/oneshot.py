@@ -257,7 +257,7 @@ def persist(store: Any, plan: Plan, evaluation: Any, inputs: list[Any], now: flo
     with store.transaction():
         for key, state in evaluation.states.items():
             store.save_alert(key, labels_of[key], pipeline.state_to_json(state), now)
-            for event in evaluation.events.get(key, []):
+            for event in evaluation.events.get(key, []) + evaluation.quiet.get(key, []):
                 store.add_history(key, labels_of[key], event.kind, event.status, event.summary, event.at)
         for planned in evaluation.planned:
             if planned.kind in ("firing", "reminder", "resolved", "forget"):

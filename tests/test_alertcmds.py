@@ -376,3 +376,26 @@ def test_alerts_json_documents_are_versioned(agent: Agent) -> None:
     for args in (["list"], ["history"], ["silences"]):
         document = json.loads(agent("alerts", *args, "--format", "json").out)
         assert document["version"] == 1
+
+
+def test_history_keeps_every_change_while_an_alert_flaps(agent) -> None:
+    # a check that alternates OK, CRITICAL, OK, ... on each run: it soon flaps, and nothing is
+    # announced then, but `alerts history` still tells every firing and resolve
+    counter = agent.cwd / "n"
+    agent.write("site.yml", f"""\
+        - name: Flappy
+          hosts: localhost
+          checks:
+            - name: toggle
+              command:
+                argv: [sh, -c, "n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}; [ $((n % 2)) -eq 1 ] && echo OK || {{ echo CRIT; exit 2; }}"]
+        """)
+    agent.write("inventory.yml", "all:\n  hosts:\n    localhost: {}\n")
+    for _ in range(24):
+        agent("run", "site.yml", "-i", "inventory.yml")
+    events = json.loads(agent("alerts", "history", "--format", "json").out)["events"]
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("firing") == 12 and kinds.count("resolved") == 11, kinds
+    assert "flapping_start" in kinds
+    quiet = [e for e in events if "while flapping" in e["summary"]]
+    assert quiet and all(e["kind"] in ("firing", "resolved") for e in quiet)

@@ -60,6 +60,8 @@ class Evaluation:
 
     states: dict[str, AlertState] = field(default_factory=dict)
     events: dict[str, list[Event]] = field(default_factory=dict)
+    # changes of state that nobody is told of because the alert flaps: for the history only
+    quiet: dict[str, list[Event]] = field(default_factory=dict)
     planned: list[Planned] = field(default_factory=list)
     # (notification, host, group, due, parts): parts are what compose() made the notification from
     notifications: list[tuple[Notification, str, str, float, list[dict[str, Any]]]] = field(default_factory=list)
@@ -121,9 +123,14 @@ def evaluate(
     each batch of finished tasks, not the whole plan at once."""
     result = Evaluation()
     for alert in inputs:
-        state, events = step(previous.get(alert.key, AlertState()), alert.observation, alert.policy, now)
+        before = previous.get(alert.key, AlertState())
+        state, events = step(before, alert.observation, alert.policy, now)
         result.states[alert.key] = state
         result.events[alert.key] = events
+        if state.flapping and (state.state == "firing") != (before.state == "firing"):
+            obs = alert.observation
+            result.quiet[alert.key] = [Event("firing" if state.state == "firing" else "resolved", now, obs.status,
+                                             f"{obs.summary} (while flapping: not notified)", obs.value)]
     firing = {a.key: a for a in inputs if result.states[a.key].state == "firing"}
     for key, labels in (elsewhere_labels or {}).items():
         state = previous.get(key)
