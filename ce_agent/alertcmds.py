@@ -350,10 +350,11 @@ def latest_metrics(state_dir: Path, output_format: str, *, now: float, warn: War
     with _store(state_dir, now, warn, create=False) as store:
         results = store.latest_results() if store is not None else []
         samples = store.latest_samples() if store is not None else []
+        slos = store.slo_statuses() if store is not None else []
     if output_format == "prometheus":
         from ce_agent.metrics import render_stored
 
-        return render_stored(results, samples).rstrip("\n")
+        return render_stored(results, samples, slos=slos).rstrip("\n")
     return json.dumps({
         "version": 1,
         "checks": [{"play": r.play, "host": r.host, "check": r.check, "plugin": r.plugin,
@@ -361,6 +362,7 @@ def latest_metrics(state_dir: Path, output_format: str, *, now: float, warn: War
                     "duration_s": r.duration_s, "metrics": r.metrics} for r in results],
         "samples": [{"play": s.play, "host": s.host, "collector": s.collector, "name": s.name, "labels": s.labels,
                      "value": s.value, "unit": s.unit, "at": iso(s.ts)} for s in samples],
+        "slos": [{**data, "play": play, "host": host, "evaluated": iso(at)} for play, host, _n, data, at in slos],
     }, indent=2)
 
 

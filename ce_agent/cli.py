@@ -148,9 +148,12 @@ def run(
         typer.echo(redactor.scrub(notice), err=True)
     # JSON owns stdout: the console notifier and any plugin's print() go to stderr meanwhile
     quiet = contextlib.redirect_stdout(sys.stderr) if output_format == "json" else contextlib.nullcontext()
+    slo_rows: list = []
     try:
         with quiet:
             report = oneshot.run(plan, redactor, store, forks=forks, check_mode=check)
+        if textfile_dir is not None and plan.slos and not check:
+            slo_rows = store.slo_statuses()
     finally:
         store.close()
     if report.dropped:
@@ -170,7 +173,7 @@ def run(
 
         try:  # the metrics file is a by-product: failing to write it warns, never changes the exit code
             metrics.write_textfile(textfile_dir, metrics.render_text(
-                metrics.build_registry(report.outcomes, time.time(), redactor.scrub)))
+                metrics.build_registry(report.outcomes, time.time(), redactor.scrub, slo_rows)))
         except (OSError, ValueError) as exc:
             typer.echo(redactor.scrub(f"warning: --textfile-dir: cannot write {textfile_dir}/"
                                       f"{metrics.TEXTFILE_NAME}: {getattr(exc, 'strerror', None) or exc}"), err=True)

@@ -24,6 +24,7 @@ HISTOGRAMS = ("ce_check_duration_seconds", "ce_collector_duration_seconds", "ce_
 RESERVED = {
     "ce_check_status", "ce_check_last_duration_seconds", "ce_check_last_run_timestamp_seconds", "ce_check_metric",
     "ce_build_info", "ce_export_skipped_samples",
+    "ce_slo_objective_percent", "ce_slo_sli_percent", "ce_slo_error_budget_remaining", "ce_slo_burn_rate",
     # the daemon's own (ce_agent.telemetry)
     "ce_check_runs", "ce_check_timeouts", "ce_collector_runs", "ce_collector_last_run_timestamp_seconds",
     "ce_scheduler_skipped_runs", "ce_scheduler_tasks", "ce_scheduler_last_tick_timestamp_seconds",
@@ -179,19 +180,22 @@ def as_number(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
-def families(outcomes: Iterable[Any], now: float, scrub: Callable[[str], str] = lambda s: s) -> list[Family]:
-    """The gauge families of a run's outcomes, as plain data (no prometheus_client)."""
+def families(outcomes: Iterable[Any], now: float, scrub: Callable[[str], str] = lambda s: s,
+             slos: Iterable[Any] = ()) -> list[Family]:
+    """The gauge families of a run's outcomes (and SLO statuses), as plain data (no prometheus_client)."""
     built = Families(scrub)
     built.add_outcomes(outcomes, now)
+    add_slos(built, slos)
     return built.finish()
 
 
-def build_registry(outcomes: Iterable[Any], now: float, scrub: Callable[[str], str] = lambda s: s) -> Any:
+def build_registry(outcomes: Iterable[Any], now: float, scrub: Callable[[str], str] = lambda s: s,
+                   slos: Iterable[Any] = ()) -> Any:
     """A `prometheus_client.CollectorRegistry` holding the families of a run's outcomes.
 
     Label values are passed through `scrub` (secrets masked). Within a family, a series lacking one of
     the family's label names gets it empty, which Prometheus treats as absent: every line is valid."""
-    return registry_of(families(outcomes, now, scrub))
+    return registry_of(families(outcomes, now, scrub, slos))
 
 
 def registry_of(snapshot: list[Family]) -> Any:
@@ -267,9 +271,34 @@ def stored_outcomes(results: Iterable[Any], samples: Iterable[Any]) -> list[tupl
     return pairs
 
 
-def render_stored(results: Iterable[Any], samples: Iterable[Any], scrub: Callable[[str], str] = lambda s: s) -> str:
-    """`ce-agent metrics`: the newest stored values in the Prometheus text format (as --textfile-dir)."""
+def render_stored(results: Iterable[Any], samples: Iterable[Any], scrub: Callable[[str], str] = lambda s: s,
+                  slos: Iterable[Any] = ()) -> str:
+    """`ce-agent metrics`: the newest stored values in the Prometheus text format (as --textfile-dir),
+    with the SLOs as last evaluated (store.slo_statuses())."""
     built = Families(scrub)
     for outcome, when in stored_outcomes(results, samples):
         built.add_outcome(outcome, when)
+    add_slos(built, slos)
     return render_text(registry_of(built.finish()))
+
+
+SLO_FAMILIES = (
+    ("ce_slo_objective_percent", "The SLO's objective, in percent of good events."),
+    ("ce_slo_sli_percent", "The SLO's indicator over its window, in percent of good events."),
+    ("ce_slo_error_budget_remaining", "The share of the SLO's error budget left (1 untouched, below 0 overspent)."),
+    ("ce_slo_burn_rate", "How fast the SLO's error budget burns over a window (1 = exactly at the objective)."),
+)
+
+
+def add_slos(built: Families, rows: Iterable[tuple[str, str, str, Mapping[str, Any], float]]) -> None:
+    """The SLO statuses as last evaluated (store.slo_statuses()): objective, SLI, budget left and burn
+    rates by window; an SLO without data has no SLI series (no value is not 0)."""
+    helps = dict(SLO_FAMILIES)
+    for play, host, name, data, _at in rows:
+        ids = {"slo": name, "host": host, "play": play}
+        built.set("ce_slo_objective_percent", helps["ce_slo_objective_percent"], ids, {}, data.get("objective"))
+        built.set("ce_slo_sli_percent", helps["ce_slo_sli_percent"], ids, {}, data.get("sli"))
+        built.set("ce_slo_error_budget_remaining", helps["ce_slo_error_budget_remaining"], ids, {},
+                  data.get("error_budget_remaining"))
+        for window, rate in (data.get("burn_rates") or {}).items():
+            built.set("ce_slo_burn_rate", helps["ce_slo_burn_rate"], {**ids, "window": str(window)}, {}, rate)

@@ -88,3 +88,30 @@ def test_an_slo_window_longer_than_the_history_is_a_warning(agent: Agent) -> Non
     ran = agent("validate", "site.yml")
     assert ran.code == 0
     assert "site.yml:9:15: warning: slos[0].window: 60d is longer than the 30 days of history kept" in ran.err
+
+
+def test_slos_are_exported_as_metrics(agent: Agent) -> None:
+    import shutil
+    import subprocess
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    agent.write("site.yml", PLAYBOOK)
+    agent.write("inventory.yml", "all:\n  hosts:\n    localhost: {}\n")
+    _history(agent, [2, 2] + [0] * 1438)
+    out = agent.cwd / "textfiles"
+    out.mkdir()
+    assert agent("run", "site.yml", "-i", "inventory.yml", "--textfile-dir", str(out)).code == 0
+    for text in ((out / "ce-agent.prom").read_text(), agent("metrics").out):
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        (sli,) = families["ce_slo_sli_percent"].samples
+        assert sli.labels == {"slo": "api-availability", "host": "localhost", "play": "Shop"}
+        assert sli.value == pytest.approx(99.8612, abs=1e-4)
+        burns = {s.labels["window"]: s.value for s in families["ce_slo_burn_rate"].samples}
+        assert burns["1h"] == pytest.approx(100 / 3, abs=1e-2) and set(burns) == {"5m", "30m", "1h", "6h", "3d", "30d"}
+        assert families["ce_slo_error_budget_remaining"].samples[0].value == pytest.approx(1 - (2 / 1441) / 0.01, abs=1e-3)
+        promtool = shutil.which("promtool")
+        if promtool:
+            checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(agent("metrics", "--format", "json").out)["slos"][0]["name"] == "api-availability"
