@@ -389,5 +389,6 @@ def slo_status(state_dir: Path, output_format: str, *, now: float, warn: Warn) -
     table = [header] + [(s["name"], s["host"], f"{s['objective']:g}%", s["window"], pct(s["sli"]),
                          pct(s["error_budget_remaining"], 100.0), *(rate(s["burn_rates"].get(w)) for w in windows),
                          s["status"], s["evaluated"]) for s in slos]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table)
+    from ce_agent.history import format_table
+
+    return "\n".join(format_table(table[0], [[str(cell) for cell in row] for row in table[1:]]))

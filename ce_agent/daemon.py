@@ -18,7 +18,7 @@ from ce_agent import __version__
 from ce_agent.contracts import Result, Status
 from ce_agent.durations import format_duration
 from ce_agent.errors import ConfigError
-from ce_agent.runner import Outcome, error_result, scrubbed, run_job
+from ce_agent.runner import Outcome, cancel_plugin, error_result, run_job, scrubbed
 from ce_agent.scheduler import Schedule, TaskClock, due_tasks, first_clock, next_wakeup, task_schedule
 
 # The loop sleeps at most this long, so a wall-clock jump (NTP, a resume) is noticed within it.
@@ -52,9 +52,9 @@ class Config:
 
     def __post_init__(self) -> None:
         self.names = {(play, host, name) for kind, play, host, name in self.jobs if kind == "check"}
-        from ce_agent.oneshot import defined_names
+        from ce_agent.oneshot import defined_names, evaluated_places
 
-        self.ran = {(job.play, job.host) for job in self.jobs.values()} | set(self.plan.rules) | set(self.plan.slos)
+        self.ran = evaluated_places(self.plan)
         self.defined = defined_names(self.plan)
 
 
@@ -78,21 +78,14 @@ class _Running:
             self.instance = plugin
             cancelled = self.cancelled
         if cancelled:  # cancelled before it started: a command then never starts its process
-            _cancel_plugin(plugin)
+            cancel_plugin(plugin)
 
     def cancel(self) -> None:
         with self.lock:
             self.cancelled = True
             plugin = self.instance
         if plugin is not None:
-            _cancel_plugin(plugin)
-
-
-def _cancel_plugin(plugin: Any) -> None:
-    try:
-        plugin.cancel()
-    except Exception:  # noqa: BLE001 - cancelling is best effort; the result is already UNKNOWN
-        pass
+            cancel_plugin(plugin)
 
 
 def task_key(job: Any) -> TaskKey:

@@ -208,6 +208,11 @@ def record_outcomes(store: Any, outcomes: Sequence[Outcome], now: float, history
         ], history)
 
 
+def evaluated_places(plan: Plan) -> set[tuple[str, str]]:
+    """The (play, host) pairs the plan runs tasks, rules or SLOs on (where `vanished` may resolve)."""
+    return {(job.play, job.host) for job in plan.jobs} | set(plan.rules) | set(plan.slos)
+
+
 def defined_names(plan: Plan) -> dict[str, set[str]]:
     """Each play's task, rule and SLO names, selected or not (what `vanished` must not resolve); plays
     whose task names are templated are left out: an unselected task's name is not known here."""
@@ -241,7 +246,7 @@ def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any]
             samples.setdefault(o.job.host, []).extend(o.samples if o.job.kind == "collector" else o.result.metrics)
         inputs += sources.from_rules(plan.rules, samples, known, annotator(redactor))
     present = {a.key for a in inputs}
-    ran = {(job.play, job.host) for job in plan.jobs} | set(plan.rules) | set(plan.slos)
+    ran = evaluated_places(plan)
     defined = defined_names(plan)
     return inputs + sources.vanished(known, present, ran, defined, store.channels_told_firing)
 

@@ -80,6 +80,8 @@ class Plan:
     @property
     def sample_history(self) -> frozenset[str]:
         """The collector sample names whose history the SLOs need (the rest keep only their newest value)."""
+        if not self.slos:  # most plans: no reason to import the SLO module on every run
+            return frozenset()
         from ce_agent.slo import RatioSLI, ThresholdSLI
 
         names: set[str] = set()

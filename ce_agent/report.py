@@ -48,10 +48,6 @@ def _counts(rows: Sequence[ResultRow]) -> dict[str, Any]:
             "unknown": statuses.count(3), "pass_rate": percent(passed, len(rows))}
 
 
-def _title(labels: Mapping[str, Any], key: str) -> str:
-    return alert_title(labels, key)
-
-
 def _active(rows: Iterable[Mapping[str, Any]], tz: tzinfo | None) -> list[dict[str, Any]]:
     out = []
     for row in rows:
@@ -59,7 +55,7 @@ def _active(rows: Iterable[Mapping[str, Any]], tz: tzinfo | None) -> list[dict[s
         since_ts = row.get("since_ts")
         out.append({
             "key": str(row.get("key", "")),
-            "title": _title(labels, str(row.get("key", ""))),
+            "title": alert_title(labels, str(row.get("key", ""))),
             "labels": labels,
             "state": str(row.get("state", "")),
             "status": status_name(row.get("status")),
@@ -111,7 +107,7 @@ def _flapping(events: Sequence[Mapping[str, Any]], active: Sequence[Mapping[str,
         if event.get("kind") != "flapping_start":
             continue
         key, labels = str(event.get("key", "")), dict(event.get("labels") or {})
-        row = rows.setdefault(key, {"key": key, "title": _title(labels, key), "labels": labels, "starts": 0})
+        row = rows.setdefault(key, {"key": key, "title": alert_title(labels, key), "labels": labels, "starts": 0})
         row["starts"] += 1
         row["last_start"], row["last_start_ts"] = iso_time(event["at"], tz), event["at"]
     # an alert flapping since before the period is flapping all the same
@@ -199,7 +195,7 @@ def build_report(results: Iterable[ResultRow], history: Iterable[Mapping[str, An
     slo_rows = [_slo(s) for s in slos]
     overall, reasons = _verdict(checks, active, slo_rows)
     recent = [{"at": iso_time(e["at"], tz), "at_ts": e["at"], "key": str(e.get("key", "")),
-               "title": _title(e.get("labels") or {}, str(e.get("key", ""))), "labels": dict(e.get("labels") or {}),
+               "title": alert_title(e.get("labels") or {}, str(e.get("key", ""))), "labels": dict(e.get("labels") or {}),
                "kind": str(e.get("kind", "")), "status": status_name(e.get("status")),
                "summary": str(e.get("summary") or "")} for e in reversed(events)]
 

@@ -151,8 +151,12 @@ def execute(
 
 def _cancel(job: Any) -> None:
     plugin = getattr(job, "instance", None)
-    if plugin is None:
-        return
+    if plugin is not None:
+        cancel_plugin(plugin)
+
+
+def cancel_plugin(plugin: Any) -> None:
+    """Ask a running plugin to stop (a command kills its process group); never raises."""
     try:
         plugin.cancel()
     except Exception:  # noqa: BLE001 - cancelling is best effort; the result is already UNKNOWN

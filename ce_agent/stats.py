@@ -36,10 +36,6 @@ HEATMAP_OF = "results that were not OK"
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _title(labels: Mapping[str, Any], key: str) -> str:
-    return alert_title(labels, key)
-
-
 def _checks(rows: Sequence[ResultRow], tz: tzinfo | None) -> list[dict[str, Any]]:
     out = []
     for (play, host, check), runs in group(rows, lambda r: (r.play, r.host, r.check)).items():
@@ -57,7 +53,7 @@ def _alerts(events: Sequence[Mapping[str, Any]], tz: tzinfo | None, top: int) ->
     for event in events:
         key = str(event.get("key", ""))
         labels = dict(event.get("labels") or {})
-        row = rows.setdefault(key, {"key": key, "title": _title(labels, key), "labels": labels, "fired": 0,
+        row = rows.setdefault(key, {"key": key, "title": alert_title(labels, key), "labels": labels, "fired": 0,
                                     "resolved": 0, "last_fired": None, "last_fired_ts": None, "last_summary": ""})
         if event.get("kind") == "firing":
             row["fired"] += 1

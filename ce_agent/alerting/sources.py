@@ -175,12 +175,11 @@ REGRESSION_BASELINE = "default"  # the baseline `ce-agent baseline save` records
 def from_regressions(outcomes: Sequence[Any], store: Any, now: float) -> list[AlertInput]:
     """One alert per check with a `regression:` rule that ran: active while its recent p95 (run time
     or a metric) exceeds the saved baseline's by more than the threshold; nothing without a baseline."""
-    from ce_agent.baseline import regression_check
-
     ruled = [o for o in outcomes if o.job.kind == "check" and getattr(o.job.task, "regression", None) is not None]
     saved = store.baseline(REGRESSION_BASELINE) if ruled else None
     if saved is None:
         return []
+    from ce_agent.baseline import regression_check
     inputs = []
     for o in ruled:
         job, rule = o.job, o.job.task.regression
