@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ce_agent import __version__
-from ce_agent.errors import UserError
+from ce_agent.errors import FaultError, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -33,6 +33,7 @@ service_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Run
 app.add_typer(service_app, name="service")
 
 EXIT_USAGE = 2
+EXIT_FAULT = 3  # the state or the disk failed: UNKNOWN, as a check that cannot tell
 
 PlaybookArg = Annotated[list[Path], typer.Argument(help="Playbook files.", show_default=False, metavar="PLAYBOOK...")]
 InventoryOpt = Annotated[
@@ -148,12 +149,9 @@ def run(
         typer.echo(redactor.scrub(notice), err=True)
     # JSON owns stdout: the console notifier and any plugin's print() go to stderr meanwhile
     quiet = contextlib.redirect_stdout(sys.stderr) if output_format == "json" else contextlib.nullcontext()
-    slo_rows: list = []
     try:
         with quiet:
             report = oneshot.run(plan, redactor, store, forks=forks, check_mode=check)
-        if textfile_dir is not None and plan.slos and not check:
-            slo_rows = store.slo_statuses()
     finally:
         store.close()
     if report.dropped:
@@ -164,16 +162,17 @@ def run(
             typer.echo(redactor.scrub(f"warning: {delivery.channel}: {delivery.notification.title}: {what}: "
                                       f"{delivery.error}"), err=True)
     if output_format == "json":
-        text = output.as_json(report.outcomes, report.deliveries, report.worst)
+        text = output.as_json(report.outcomes, report.deliveries, report.worst, report.slos)
     else:
-        text = output.as_text(report.outcomes, report.deliveries, report.worst, check, verbose, report.routing)
+        text = output.as_text(report.outcomes, report.deliveries, report.worst, check, verbose, report.routing,
+                              report.slos)
     typer.echo(redactor.scrub(text))
     if textfile_dir is not None:
         from ce_agent import metrics
 
         try:  # the metrics file is a by-product: failing to write it warns, never changes the exit code
             metrics.write_textfile(textfile_dir, metrics.render_text(
-                metrics.build_registry(report.outcomes, time.time(), redactor.scrub, slo_rows)))
+                metrics.build_registry(report.outcomes, time.time(), redactor.scrub, report.slos)))
         except (OSError, ValueError) as exc:
             typer.echo(redactor.scrub(f"warning: --textfile-dir: cannot write {textfile_dir}/"
                                       f"{metrics.TEXTFILE_NAME}: {getattr(exc, 'strerror', None) or exc}"), err=True)
@@ -655,10 +654,30 @@ def _main(
 
 def main() -> None:
     """Console entry point: user errors print one line and exit 2, never a traceback."""
+    # click's exceptions, from wherever this typer takes click (0.28 vendors it as typer._click)
+    click = sys.modules[typer.BadParameter.__module__]
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False, prog_name="ce-agent")
+    except getattr(click, "NoArgsIsHelpError", ()) as exc:  # `ce-agent alerts`: the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # one line (click prints usage, a hint and the error on three): the reason and where to look
+        where = exc.ctx.command_path if exc.ctx is not None else "ce-agent"
+        typer.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    except FaultError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAULT)
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -380,6 +380,9 @@ class Daemon:
         self.telemetry.set_scrub(config.redactor.scrub)
         self.telemetry.retain(alive)
         self.telemetry.set_tasks(len(config.jobs))
+        self._next_slo = 0.0  # the SLOs of the new config are evaluated (and exported) with the next results
+        if not config.plan.slos:
+            self.telemetry.set_slos([])
         errors = [job for job in config.jobs.values() if job.load_error]
         self.telemetry.set_plugin_load_errors(len(errors))
         for job in errors:
@@ -442,9 +445,13 @@ class Daemon:
             for key, metrics in list(self._samples.items()):
                 samples.setdefault(key[2], []).extend(metrics)
             inputs += sources.from_rules(rules, samples, known, oneshot.annotator(config.redactor))
-        if config.plan.slos and now >= self._next_slo:  # SLO windows are minutes to days: once a minute is enough
+        # SLO windows are minutes to days: once a minute is enough; not before the first result (a fresh
+        # state would say "no data" for a minute)
+        if config.plan.slos and now >= self._next_slo and self._latest:
             self._next_slo = now + SLO_EVERY
-            inputs += oneshot.slo_inputs(config.plan, self.store, stored, now, save=True)
+            slo_alerts, slo_rows = oneshot.slo_inputs(config.plan, self.store, stored, now, save=True)
+            inputs += slo_alerts
+            self.telemetry.set_slos(slo_rows)
         present = {a.key for a in inputs}
         inputs += sources.vanished(known, present, config.ran, config.defined, self.store.channels_told_firing)
         if not inputs:

@@ -76,6 +76,11 @@ def _order(location: Location | None) -> tuple[str, int, int]:
     return ("", 0, 0) if location is None else (location.file, location.line, location.col)
 
 
+class FaultError(Exception):
+    """Something around the agent failed, not the user's input (the state database, the disk): the
+    command says so in one line and exits 3 (UNKNOWN: it could not tell)."""
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; `lines` says why, one problem per line, the last a count."""
 

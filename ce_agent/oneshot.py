@@ -39,6 +39,7 @@ class Report:
     deliveries: list[Any] = field(default_factory=list)  # outbox.Delivery
     routing: list[Any] = field(default_factory=list)  # pipeline.Planned: what each channel is told, or why not
     dropped: int = 0
+    slos: list[tuple[str, str, str, dict[str, Any], float]] = field(default_factory=list)  # as store.slo_statuses()
 
     @property
     def worst(self) -> Status:
@@ -172,14 +173,17 @@ def run(
         record_outcomes(store, outcomes, now, plan.sample_history)
     stored = store.load_alerts()
     inputs = _alert_inputs(plan, outcomes, stored, redactor, store, now)
+    slo_rows: list[tuple[str, str, str, dict[str, Any], float]] = []
     if plan.slos:
-        inputs += slo_inputs(plan, store, stored, now, save=not check_mode)
+        slo_alerts, slo_rows = slo_inputs(plan, store, stored, now, save=not check_mode)
+        inputs += slo_alerts
     previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
     silenced = pipeline.silence_matcher(store.silences(now), now)
     group_sent = lambda group, channel: (store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
     evaluation = pipeline.evaluate(inputs, previous, plan.alerting, store.notified, group_sent, silenced, now, scrub,
-                                   {key: labels for key, (labels, _state) in stored.items()})
-    report = Report(outcomes, deliveries, evaluation.planned)
+                                   {key: labels for key, (labels, _state) in stored.items()},
+                                   pipeline.resend_lookup(plan.resolve_channel))
+    report = Report(outcomes, deliveries, evaluation.planned, slos=slo_rows)
     if check_mode:
         report.deliveries = [outbox.Delivery(n[0], n[0].channel) for n in evaluation.notifications]
         return report
@@ -220,16 +224,19 @@ def defined_names(plan: Plan) -> dict[str, set[str]]:
             for play in plan.plays if not any("{" in t.name for t in play.tasks)}
 
 
-def slo_inputs(plan: Plan, store: Any, stored: Mapping[str, Any], now: float, save: bool) -> list[Any]:
-    """Evaluate the plan's SLOs from the history; their burn-rate and budget alerts (and, with `save`,
-    their statuses kept for `ce-agent slo status`)."""
+def slo_inputs(plan: Plan, store: Any, stored: Mapping[str, Any], now: float,
+               save: bool) -> tuple[list[Any], list[tuple[str, str, str, dict[str, Any], float]]]:
+    """Evaluate the plan's SLOs from the history: their burn-rate and budget alerts, and their statuses
+    as (play, host, name, `slo status` JSON, now) rows (with `save`, also kept for `ce-agent slo status`)."""
     from ce_agent import slo
     from ce_agent.alerting import sources
 
     evaluated = slo.evaluate_stored(plan.slos, store, now)
+    rows = [(play, host, s.slo.name, slo.as_json(s)) for play, host, s in evaluated]
     if save:
-        store.save_slo_statuses([(play, host, s.slo.name, slo.as_json(s)) for play, host, s in evaluated], now)
-    return sources.from_slos(evaluated, {key: labels for key, (labels, _state) in stored.items()})
+        store.save_slo_statuses(rows, now)
+    alerts = sources.from_slos(evaluated, {key: labels for key, (labels, _state) in stored.items()})
+    return alerts, [(*row, now) for row in rows]
 
 
 def _alert_inputs(plan: Plan, outcomes: list[Outcome], stored: Mapping[str, Any], redactor: Redactor,

@@ -41,7 +41,7 @@ def reported(outcomes: Sequence[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if o.job.kind == "check" or o.result.status is not Status.OK]
 
 
-def as_json(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Status) -> str:
+def as_json(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Status, slos: Sequence[Any] = ()) -> str:
     results = [
         {
             "play": o.job.play,
@@ -72,11 +72,13 @@ def as_json(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Statu
         "metrics": samples,
         "notifications": [d.as_dict() for d in deliveries],
     }
+    if slos:  # as `ce-agent slo status --format json` has them, with the play and host
+        document["slos"] = [{**data, "play": play, "host": host} for play, host, _name, data, _at in slos]
     return json.dumps(_finite(document), indent=2, allow_nan=False)
 
 
 def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Status, check_mode: bool, verbose: bool,
-            routing: Sequence[Any] = ()) -> str:
+            routing: Sequence[Any] = (), slos: Sequence[Any] = ()) -> str:
     lines: list[str] = []
     rows = reported(outcomes)
     name_width = min(32, max([len(o.job.name) for o in rows] + [5]))
@@ -106,6 +108,14 @@ def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Statu
                 for m in o.samples:
                     labels = ",".join(f"{k}={v}" for k, v in m.labels.items())
                     lines.append(f"    {o.job.host} {m.name}{'{' + labels + '}' if labels else ''} = {number(m.value)}{m.unit}")
+    if slos:
+        lines.append("SLOS")
+        for play, host, name, data, _at in slos:
+            sli = "no data" if data.get("sli") is None else f"{data['sli']:.3f}%"
+            budget = data.get("error_budget_remaining")
+            left = "" if budget is None else f", {100 * budget:.1f}% of the error budget left"
+            lines.append(f"    {data.get('status', '?'):<9} {name}  {sli} of {data['objective']:g}% over {data['window']}"
+                         f"{left}  ({host}, {play})")
     if routing and (check_mode or verbose):
         lines.append("ROUTING" + ("  (--check: what each channel would be told)" if check_mode else ""))
         for planned in routing:

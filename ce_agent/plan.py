@@ -287,7 +287,8 @@ class _Builder:
         self._plays[play.name] = play
         scope = self.templar.scope([self._vars(host), play.vars, self.selection.extra_vars])
         names = {n for slo in play.slos for n in (*slo.notify, *(slo.budget_policy.notify if slo.budget_policy else ()))}
-        return all(self._resolve_channel(host, name, play.loc, scope) is not None for name in sorted(names))
+        return all(self._resolve_channel(host, name, play.slo_notify_locs.get(name, play.loc), scope) is not None
+                   for name in sorted(names))
 
     def alerting(self, host: str) -> Any:
         """Routes, inhibit rules and maintenance windows from the host's variables; problems reported once."""

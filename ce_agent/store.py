@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ce_agent.errors import FaultError
+
 DB_NAME = "state.db"
 PING_KINDS = ("success", "start", "fail")
 _DROPPED = "outbox_dropped"
@@ -163,7 +165,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class StoreError(Exception):
+class StoreError(FaultError):
     """The state cannot be opened or written (read-only, ENOSPC...): message says why."""
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import core as prom
 from prometheus_client.exposition import generate_latest
@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from ce_agent.contracts import Metric, Result, Status
-from ce_agent.metrics import CHECK_GAUGES, CHECK_LABELS, Families, Family, LabelSet, as_number, check_ids
+from ce_agent.metrics import CHECK_GAUGES, CHECK_LABELS, Families, Family, LabelSet, add_slos, as_number, check_ids
 
 if TYPE_CHECKING:
     from ce_agent.runner import Outcome
@@ -218,6 +218,7 @@ class Telemetry:
         self._outbox: tuple[int, int] | None = None
         self._plugin_errors: int | None = None
         self._task_count: int | None = None
+        self._slos: list[tuple[str, str, str, dict[str, Any], float]] = []
         self._last_tick: float | None = None
         # process_* and python_info: ours alone, so two agents in one test process never collide.
         # `registry` is the whole model; `_system` holds the same two collectors alone, for render(),
@@ -311,6 +312,13 @@ class Telemetry:
             self._reloads[RESULTS[0] if ok else RESULTS[1]] += 1
             if ok:
                 self._reload_success_at = now
+
+    def set_slos(self, rows: list[tuple[str, str, str, dict[str, Any], float]]) -> None:
+        """The SLOs as last evaluated, (play, host, name, `slo status` JSON, when) rows: the ce_slo_*
+        families, as `ce-agent metrics` and --textfile-dir export them (the rows replace the old ones)."""
+        with self._lock:
+            self._slos = list(rows)
+            self._version += 1
 
     def set_tasks(self, count: int) -> None:
         with self._lock:
@@ -413,6 +421,7 @@ class Telemetry:
                     merged.skipped["duplicate"] += overlap
                     duplicated.add(name)  # two tasks' series coincide (scrubbed alike): rendered whole below
                 sources.setdefault(name, []).append((part, family))
+        add_slos(merged, self._slos)
         return merged.finish(), sources, duplicated
 
     def _agent_series(self) -> _AgentSeries:

@@ -560,3 +560,33 @@ def test_readyz_reports_a_scheduler_that_stopped_ticking(start, agent: Agent) ->
     proc.wait_for(lambda: proc.get("/readyz")[0] == 200, 15, "the scheduler to tick again")
     proc.wait_for(lambda: proc.metric("ce_check_status", check="ok check") == 0, 10, "checks again")
     assert proc.stop() == 0
+
+
+SLO_PLAYBOOK = """\
+- name: Shop
+  hosts: localhost
+  checks:
+    - name: api
+      fixed: {status: OK}
+      interval: 1s
+  slos:
+    - name: api-availability
+      objective: 99
+      window: 1d
+      sli: {check: api}
+"""
+
+
+def test_slos_are_on_metrics_and_go_with_a_reload_that_removes_them(start, agent: Agent) -> None:
+    proc = start(SLO_PLAYBOOK)
+    ids = {"slo": "api-availability", "host": "localhost", "play": "Shop"}
+    # evaluated with the first results, then once a minute
+    assert proc.wait_for(lambda: proc.metric("ce_slo_objective_percent", **ids), 10, "the SLO exported") == 99
+    assert proc.metric("ce_slo_sli_percent", **ids) == 100
+    assert proc.metric("ce_slo_error_budget_remaining", **ids) == 1
+    assert proc.metric("ce_slo_burn_rate", window="1h", **ids) == 0
+    agent.write("pb.yml", SLO_PLAYBOOK.split("  slos:")[0])
+    proc.signal(signal.SIGHUP)
+    proc.wait_for(lambda: proc.log("configuration reloaded"), 10, "the reload")
+    assert proc.metric("ce_slo_objective_percent", **ids) is None, "a removed SLO's series are gone"
+    assert proc.stop() == 0

@@ -57,6 +57,12 @@ def test_run_evaluates_an_slo_from_the_history_and_slo_status_shows_it(agent: Ag
     assert rates["3d"] == pytest.approx(200 / 432, abs=1e-2)
     assert slo["status"] == "ok"  # no pair of windows both burns: 5m is clean, 6h is under 6, 3d under 1
     assert "api-availability" in agent("slo", "status").out
+    # the next run shows them too: a section of the text, a list in the JSON (the same entries)
+    text = agent("run", "site.yml", "-i", "inventory.yml").out
+    assert "SLOS\n    ok        api-availability  99.86" in text and "of 99% over 30d" in text
+    (in_run,) = json.loads(agent("run", "site.yml", "-i", "inventory.yml", "--format", "json").out)["slos"]
+    assert set(in_run) <= set(slo) and (in_run["name"], in_run["play"], in_run["host"]) == (
+        "api-availability", "Shop", "localhost")
     assert "SLOBurnRate" not in agent("alerts", "list").out
 
 

@@ -83,6 +83,7 @@ class Play:
     tasks: list[Task] = field(default_factory=list)
     rules: list[AlertRule] = field(default_factory=list)
     slos: list[Any] = field(default_factory=list)  # ce_agent.slo.SLO
+    slo_notify_locs: dict[str, Location | None] = field(default_factory=dict)  # channel -> where an SLO names it
     file: str = ""
 
 
@@ -162,10 +163,34 @@ def _read_play(raw: Any, loc: Location | None, problems: Problems, file: str) ->
                 problems.warn(_path_loc(raw, f"slos[{index}].window"),
                               f"slos[{index}].window: {slo.window} is longer than the {HISTORY_DAYS} days of history "
                               "kept: it is measured on those")
+            for path, names in ((f"slos[{index}].notify", slo.notify),
+                                (f"slos[{index}].budget_policy.notify", slo.budget_policy.notify if slo.budget_policy else ())):
+                for name in names:
+                    play.slo_notify_locs.setdefault(name, _path_loc(raw, _item_path(raw, path, name)))
         play.slos = slos
     if not play.tasks and not play.rules and not play.slos and not any(k in raw for k in PLAY_KEYS_NOT_YET):
         problems.warn(raw.loc, f"play {play.name!r} has no checks, collectors or alerts")
     return play
+
+
+def _item_path(raw: LocDict, path: str, name: str) -> str:
+    """`path` down to the list item holding channel `name` when `notify:` is a list (else `path`)."""
+    node = _path_node(raw, path)
+    if isinstance(node, LocList) and name in node:
+        return f"{path}[{list(node).index(name)}]"
+    return path
+
+
+def _path_node(raw: LocDict, path: str) -> Any:
+    node: Any = raw
+    for token in re.findall(r"\[\d+\]|[^.\[\]]+", path):
+        if token.startswith("[") and isinstance(node, LocList) and int(token[1:-1]) < len(node):
+            node = node[int(token[1:-1])]
+        elif isinstance(node, LocDict) and token in node:
+            node = node[token]
+        else:
+            return None
+    return node
 
 
 def _path_loc(raw: LocDict, path: str) -> Location | None:
