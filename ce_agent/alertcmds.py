@@ -137,14 +137,21 @@ def list_alerts(state_dir: Path, output_format: str, *, now: float, warn: Warn) 
 # ---- alerts history ----------------------------------------------------------------------------------
 
 
+def since_start(text: str, now: float) -> float:
+    """The start of the period `--since TEXT` names (`7d`: seven days before `now`); a UserError otherwise."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise UserError(f"--since {text!r}: {exc}") from None
+    if seconds <= 0:
+        raise UserError(f"--since {text!r}: the period must be longer than 0")
+    return now - seconds
+
+
 def history(state_dir: Path, since: str, output_format: str, *, now: float, warn: Warn) -> str:
     """`alerts history`: firing, resolved and flapping events since `since` ago, oldest first."""
     _check_format(output_format)
-    try:
-        window = parse_duration(since)
-    except ValueError as exc:
-        raise UserError(f"--since: {exc}") from None
-    start = now - window
+    start = since_start(since, now)
     with _store(state_dir, now, warn, create=False) as store:
         events = [] if store is None else store.history(start)
     rows = [

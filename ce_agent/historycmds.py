@@ -6,24 +6,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ce_agent.alertcmds import Warn, _store
+from ce_agent.alertcmds import Warn, _store, since_start
 from ce_agent.errors import UserError
 
 REPORT_FORMATS = ("markdown", "json", "html")
 STATS_FORMATS = ("text", "json", "csv")
 UNKNOWN_EXIT = 3  # `report` without any state to report on
-
-
-def _since(text: str, now: float) -> float:
-    from ce_agent.durations import parse_duration
-
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise UserError(f"--since {text!r}: {exc}") from None
-    if seconds <= 0:
-        raise UserError(f"--since {text!r}: the period must be longer than 0")
-    return now - seconds
 
 
 def _zone() -> Any:
@@ -65,7 +53,7 @@ def report(state_dir: Path, output_format: str, since: str, tags: Mapping[tuple[
     from ce_agent.alertcmds import active_alerts
 
     _choice(output_format, REPORT_FORMATS)
-    start = _since(since, now)
+    start = since_start(since, now)
     with _store(state_dir, now, warn, create=False) as store:
         if store is None:
             # no state is no news, not good news: UNKNOWN, as Nagios says of a check that cannot tell
@@ -84,7 +72,7 @@ def stats(state_dir: Path, output_format: str, since: str, *, now: float, warn: 
     from ce_agent import stats as usage
 
     _choice(output_format, STATS_FORMATS)
-    start = _since(since, now)
+    start = since_start(since, now)
     with _store(state_dir, now, warn, create=False) as store:
         if store is None:
             results, history, deliveries = [], [], []
@@ -103,7 +91,7 @@ def baseline_save(state_dir: Path, name: str, since: str, *, now: float, warn: W
         name = baseline.check_name(name)
     except ValueError as exc:
         raise UserError(f"--name: {exc}") from None
-    start = _since(since, now)
+    start = since_start(since, now)
     with _store(state_dir, now, warn, create=True) as store:
         data = baseline.compute_baseline(store.results(start), start, now, name)
         store.save_baseline(name, data, now)
@@ -125,7 +113,7 @@ def baseline_compare(state_dir: Path, name: str, output_format: str, threshold: 
         saved = store.baseline(name) if store is not None else None
         if saved is None:
             raise UserError(f"no baseline named {name!r}; record one with `ce-agent baseline save --name {name}`")
-        start = _since(since, now)
+        start = since_start(since, now)
         recent = store.results(start)
     try:
         data = baseline.load_baseline(saved[1])

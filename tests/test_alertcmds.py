@@ -209,7 +209,7 @@ def test_a_rule_waiting_for_its_for_is_listed_pending(agent: Agent) -> None:
     "args, message",
     [
         pytest.param(["list", "--format", "xml"], "error: --format must be text or json, got 'xml'", id="list format"),
-        pytest.param(["history", "--since", "last week"], "error: --since: expected a duration", id="history since"),
+        pytest.param(["history", "--since", "last week"], "error: --since 'last week': expected a duration", id="history since"),
         pytest.param(["silences", "--format", "yaml"], "error: --format must be text or json", id="silences format"),
     ],
 )
