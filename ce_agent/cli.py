@@ -31,6 +31,8 @@ baseline_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Pe
 app.add_typer(baseline_app, name="baseline")
 service_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Run the agent as a systemd or launchd service.")
 app.add_typer(service_app, name="service")
+export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The playbooks as other tools read them.")
+app.add_typer(export_app, name="export")
 
 EXIT_USAGE = 2
 EXIT_FAULT = 3  # the state or the disk failed: UNKNOWN, as a check that cannot tell
@@ -414,6 +416,36 @@ def slo_status(state_dir: StateDirOpt = None, output_format: FormatOpt = "text")
     from ce_agent import alertcmds
 
     typer.echo(_alertcmd(alertcmds.slo_status, _state_dir(state_dir), output_format))
+
+
+@export_app.command("prometheus-rules")
+def export_prometheus_rules(
+    playbooks: PlaybookArg,
+    inventory: InventoryOpt = None,
+    extra_vars: ExtraVarsOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", show_default=False,
+                                                   help="Write the rule file here instead of stdout.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="yaml (a Prometheus rule file).")] = "yaml",
+) -> None:
+    """The plays' alert rules and SLOs as Prometheus rule groups, for `promtool check rules` (docs/prometheus.md)."""
+    if output_format != "yaml":
+        raise _fail([f"error: --format must be yaml, got {output_format!r}"])
+    from ce_agent import promrules
+
+    plan, redactor = _load(playbooks, inventory, None, None, None, extra_vars, validating=True)
+    try:
+        text, warnings = promrules.export(plan, [str(p) for p in playbooks], __version__)
+    except promrules.ExportError as exc:
+        raise _fail([redactor.scrub(line) for line in exc.lines]) from None
+    for warning in warnings:
+        typer.echo(warning, err=True)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _fail([f"error: cannot write {output}: {exc.strerror or exc}"]) from None
 
 
 @alerts_app.command("list")
