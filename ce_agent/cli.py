@@ -268,6 +268,38 @@ def plugins_doc(
         raise _fail([f"error: {exc}"]) from None
 
 
+@plugins_app.command("new")
+def plugins_new(
+    name: Annotated[str, typer.Argument(help="The plugin's name, as playbooks write it (lower snake_case).")],
+    kind: Annotated[str, typer.Option("--kind", help="check, collector or notifier.", show_default=False)] = ...,  # type: ignore[assignment]
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create ce-agent-NAME/.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the generated files of an existing folder.")] = False,
+) -> None:
+    """Create a plugin distribution: pyproject.toml with the entry point, the class, a README and a passing test."""
+    from ce_agent import scaffold
+
+    try:
+        typer.echo(scaffold.describe(scaffold.create(name, kind, directory, force)))
+    except UserError as exc:
+        raise _fail([f"error: {exc}"]) from None
+
+
+@app.command("schema")
+def schema_command(
+    kind: Annotated[str, typer.Option("--kind", help="playbook or inventory.")] = "playbook",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", show_default=False,
+                                                   help="Write the schema to this file.")] = None,
+) -> None:
+    """JSON Schema of playbooks or inventories, with the installed plugins' options (for editors)."""
+    from ce_agent import schema
+    from ce_agent.registry import Registry
+
+    try:
+        schema.write(schema.render(schema.build(kind, Registry(), _warn)), output)
+    except UserError as exc:
+        raise _fail([f"error: {exc}"]) from None
+
+
 FormatOpt = Annotated[str, typer.Option("--format", help="text or json.")]
 
 
