@@ -719,3 +719,6 @@ def serve(playbooks: list[Path], inventories: list[Path], selection: Any, option
         if server is not None:
             server.stop()
         store.close()
+        from ce_agent import remote
+
+        remote.close_masters(options.state_dir)  # ssh connections shared by `command` checks end with the agent

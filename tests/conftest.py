@@ -78,3 +78,31 @@ def test_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def agent(tmp_path: Path, test_plugins: Path) -> Agent:
     return Agent(tmp_path, [test_plugins])
+
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+@pytest.fixture(scope="session")
+def sshd_binary() -> Path:
+    """OpenSSH's server; skipped when missing unless CE_AGENT_REQUIRE_SSHD=1 (then a failure)."""
+    if not SSHD.exists():
+        if os.environ.get("CE_AGENT_REQUIRE_SSHD") == "1":
+            pytest.fail(f"{SSHD} is missing and CE_AGENT_REQUIRE_SSHD=1")
+        pytest.skip(f"OpenSSH's server is not installed ({SSHD} is missing; set CE_AGENT_REQUIRE_SSHD=1 to fail)")
+    return SSHD
+
+
+@pytest.fixture(scope="session")
+def alertmanager_binary() -> Path:
+    """Prometheus' Alertmanager (Debian's prometheus-alertmanager); skipped when missing unless
+    CE_AGENT_REQUIRE_ALERTMANAGER=1 (then a failure)."""
+    import shutil
+
+    found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if found is None:
+        if os.environ.get("CE_AGENT_REQUIRE_ALERTMANAGER") == "1":
+            pytest.fail("prometheus-alertmanager is missing and CE_AGENT_REQUIRE_ALERTMANAGER=1")
+        pytest.skip("Alertmanager is not installed (no prometheus-alertmanager on PATH; "
+                    "set CE_AGENT_REQUIRE_ALERTMANAGER=1 to fail)")
+    return Path(found)

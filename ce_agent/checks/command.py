@@ -14,6 +14,7 @@ from typing import Annotated
 
 import msgspec
 
+from ce_agent import remote
 from ce_agent.contracts import Check, Metric, Result, Status, TaskContext, worst
 from ce_agent.durations import format_duration
 from ce_agent.options import Threshold
@@ -84,14 +85,28 @@ class CommandCheck(Check):
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._cancelled = threading.Event()
+        self._ssh: remote.SSHSession | None = None  # set when the host's connection is ssh
 
     def run(self) -> Result:
         opts = self.options
         argv, problem = self._argv()
         if problem:
             return Result(Status.UNKNOWN, problem)
-        timeout = self.context.timeout
+        deadline = time.monotonic() + self.context.timeout
         env = {**os.environ, **opts.env} if opts.env else None
+        cwd = opts.cwd
+        try:
+            self._ssh = remote.SSHSession.for_context(self.context)
+        except remote.RemoteError as exc:
+            return Result(Status.UNKNOWN, str(exc))
+        if self._ssh is not None:
+            failed = self._ssh.connect(deadline, self._cancelled)
+            if failed is not None:
+                return failed
+            if self._cancelled.is_set() or time.monotonic() >= deadline:
+                return self._timed_out(b"")
+            # env and cwd apply on the remote host, not to the local ssh
+            argv, env, cwd = self._ssh.command(argv, opts.env, opts.cwd), None, None
         with self._lock:
             if self._cancelled.is_set():
                 return self._timed_out(b"")
@@ -101,16 +116,15 @@ class CommandCheck(Check):
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
-                    cwd=opts.cwd,
+                    cwd=cwd,
                     env=env,
                     # its own process group, so that a timeout kills the plugin and all it started
                     start_new_session=True,
                 )
             except OSError as exc:
-                return Result(Status.UNKNOWN, _start_error(exc, argv[0], opts.cwd))
+                return Result(Status.UNKNOWN, _start_error(exc, argv[0], cwd))
         proc = self._proc
         try:
-            deadline = time.monotonic() + timeout
             output, finished = self._read(proc, deadline)
             if finished:
                 # EOF can come before the exit: coreutils close stdout in an atexit handler
@@ -193,6 +207,8 @@ class CommandCheck(Check):
 
     def _result(self, code: int, output: bytes) -> Result:
         text = _text(output)
+        if self._ssh is not None and code == remote.SSH_FAILED:
+            return self._ssh.failure(text)
         parsed = PluginOutput.parse(text)
         summary = parsed.summary
         if code < 0:

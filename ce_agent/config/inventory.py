@@ -370,7 +370,21 @@ def load_inventories(paths: list[Path], problems: Problems) -> Inventory:
             vars_dirs.add(base.resolve())
             _load_vars_dirs(inventory, base, problems)
     inventory.finish(problems)
+    _check_connection_vars(inventory, problems)
     return inventory
+
+
+def _check_connection_vars(inventory: Inventory, problems: Problems) -> None:
+    """`connection: telnet`, `ansible_port: abc` and the like, located; templates are checked at run time."""
+    from ce_agent.remote import variable_problems
+
+    layers: list[tuple[dict[str, Any], Location | None]] = [(g.vars, g.loc) for g in inventory.groups.values()]
+    layers += [(h.vars, h.loc) for h in inventory.hosts.values()]
+    layers += [(layer, None) for found in (inventory.group_vars, inventory.host_vars) for ls in found.values() for layer in ls]
+    for variables, loc in layers:
+        for key, message in variable_problems(variables):
+            where = variables.value_loc(key) if isinstance(variables, LocDict) else loc
+            problems.add(where, f"{key}: {message}")
 
 
 def _load_source_reporting(inventory: Inventory, path: Path, problems: Problems) -> None:
@@ -505,7 +519,8 @@ def _load_ini(inventory: Inventory, path: Path, text: str, problems: Problems) -
                 problems.add(loc, f"expected key=value in [{section}:vars]")
                 continue
             # Ansible reads values in a :vars section as strings.
-            inventory.group(section).vars[key.strip()] = value.strip()
+            # kept with its line, so that an error about the value (`ansible_port=abc`) names it
+            _merge_vars(inventory.group(section), _located({key.strip(): value.strip()}, loc))
         elif kind == "children":
             child = words[0]
             inventory.group(child, loc)
@@ -534,6 +549,13 @@ def _load_ini(inventory: Inventory, path: Path, text: str, problems: Problems) -
                 host.vars.update(host_vars)
                 if section != "ungrouped":
                     inventory.add_host_to(section, name)
+
+
+def _located(variables: dict[str, Any], loc: Location) -> LocDict:
+    located = LocDict(variables)
+    located.loc = loc
+    located.key_locs.update(dict.fromkeys(variables, loc))
+    return located
 
 
 def _ini_split(line: str) -> list[str]:
