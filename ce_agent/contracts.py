@@ -112,8 +112,12 @@ class Notification:
     summary: str = ""
     metrics: list[Metric] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
-    #: firing, resolved, reminder, flapping_start, flapping_stop or test
+    #: firing, resolved, reminder, resend, flapping_start, flapping_stop, group or test
     kind: str = "firing"
+    #: one entry per alert of the group, for receivers that keep alerts, not messages (Alertmanager):
+    #: {"key", "kind", "status", "labels", "annotations", "starts_at", "ends_at"[, "replaces"]}, times in
+    #: seconds since the epoch (None when unknown); empty for a message not made from alerts (`notify test`)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Notification:
@@ -122,7 +126,7 @@ class Notification:
             status=Status[data.get("status", "UNKNOWN")], host=str(data.get("host", "")),
             play=str(data.get("play", "")), check=str(data.get("check", "")), summary=str(data.get("summary", "")),
             metrics=[Metric.from_dict(m) for m in data.get("metrics") or []], labels=dict(data.get("labels") or {}),
-            kind=str(data.get("kind", "firing")),
+            kind=str(data.get("kind", "firing")), alerts=[dict(a) for a in data.get("alerts") or []],
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -138,6 +142,8 @@ class Notification:
             "summary": self.summary,
             "metrics": [m.as_dict() for m in self.metrics],
             "labels": dict(self.labels),
+            # only when there are some: older readers and a test message's record stay as they were
+            **({"alerts": [dict(a) for a in self.alerts]} if self.alerts else {}),
         }
 
 
@@ -193,3 +199,10 @@ class Notifier(Plugin):
 
     def send(self, notification: Notification) -> None:
         raise NotImplementedError
+
+    @classmethod
+    def resend_interval(cls, options: Any) -> float | None:
+        """For a receiver that forgets a firing alert unless told again (Alertmanager ends it at its
+        `endsAt`): how often a firing alert is sent again, in seconds. Such a channel also skips the
+        route's group_wait/group_interval (the receiver groups). None: reminders at repeat_interval only."""
+        return None

@@ -460,7 +460,8 @@ class Daemon:
         silenced = pipeline.silence_matcher(self.store.silences(now), now)
         group_sent = lambda group, channel: (self.store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
         evaluation = pipeline.evaluate(inputs, previous, config.plan.alerting, self.store.notified, group_sent,
-                                       silenced, now, config.redactor.scrub, known)
+                                       silenced, now, config.redactor.scrub, known,
+                                       pipeline.resend_lookup(config.plan.resolve_channel))
         by_key = {a.key: a for a in inputs}
         for key, events in evaluation.events.items():
             alert = by_key[key]

@@ -41,7 +41,7 @@ def test_plugins_list_text(agent: Agent) -> None:
     ran = agent("plugins", "list", "--kind", "notifier")
     assert ran.code == 0
     names = [line.split()[1] for line in ran.out.splitlines()[1:]]
-    assert names == ["apprise", "console", "file"]
+    assert names == ["alertmanager", "apprise", "console", "file"]
 
 
 def test_plugins_doc_shows_options_defaults_and_examples(agent: Agent) -> None:

@@ -115,12 +115,17 @@ def evaluate(
     now: float,
     scrub: Scrub,
     elsewhere_labels: Mapping[str, Mapping[str, str]] | None = None,
+    resend_of: Callable[[str, str, str], float | None] | None = None,
 ) -> Evaluation:
     """Pure but for the lookups passed in: step every alert, then decide what each channel is told.
 
     `elsewhere_labels` (the labels of stored alerts) lets an alert not observed in this evaluation
     still inhibit others while it fires and hold its dependents while it fails: the daemon evaluates
-    each batch of finished tasks, not the whole plan at once."""
+    each batch of finished tasks, not the whole plan at once.
+
+    `resend_of(channel, host, play)` (see `resend_lookup`) names the channels whose receiver forgets a
+    firing alert unless told again (Alertmanager): they get a "resend" every so often, and their
+    messages skip group_wait/group_interval (the receiver groups)."""
     result = Evaluation()
     for alert in inputs:
         before = previous.get(alert.key, AlertState())
@@ -145,7 +150,20 @@ def evaluate(
         routed = decide(alert.labels, config.routes, alert.notify).channels()
         elsewhere = _told_elsewhere(alert, routed, config.routes, told) if state.state != "firing" else []
         for channel, route in routed + elsewhere:
-            kinds = _what_to_tell(alert, state, result.events[alert.key], told(alert.key, channel), route, now)
+            last_told = told(alert.key, channel)
+            resend = resend_of(channel, alert.host, alert.play) if resend_of is not None else None
+            repeat = route.repeat_interval
+            if resend is not None:
+                delivered = group_sent(route.group_key(alert.labels, alert.key), channel) or 0.0
+                queued = float((last_told or {}).get("last_sent") or 0)
+                # the last message is still in the outbox (the receiver is down): another would only
+                # queue up behind it, and it carries a fresh endsAt when it goes. Not for longer than
+                # repeat_interval: the group may have changed since (a route edited), and then its
+                # last delivery says nothing of this alert.
+                pending = delivered < queued and now - queued < route.repeat_interval
+                repeat = route.repeat_interval if pending else min(repeat, resend)
+            kinds = _what_to_tell(alert, state, result.events[alert.key], last_told, route, now, repeat,
+                                  resend is not None)
             if (channel, route) in elsewhere:
                 kinds = [k for k in kinds if k in ("resolved", "forget")]
             if not kinds:
@@ -158,13 +176,22 @@ def evaluate(
                 if kind == "forget":  # send_resolved: false: the channel is not told, but no longer "told firing"
                     continue
                 group = route.group_key(alert.labels, alert.key)
-                entry = groups.setdefault((channel, group), {"alerts": [], "route": route, "host": alert.host})
-                entry["alerts"].append((alert, state, kind))
+                entry = groups.setdefault((channel, group), {"alerts": [], "route": route, "host": alert.host,
+                                                             "resend": resend is not None})
+                shown = "resend" if kind == "reminder" and resend is not None else kind
+                before_labels = (elsewhere_labels or {}).get(alert.key)
+                # the labels the channel knows the alert by, when a change of status changed them
+                # (a check's severity): a receiver keyed by labels must hear that those ended
+                replaced = (dict(before_labels) if kind == "firing" and (last_told or {}).get("firing")
+                            and before_labels is not None and dict(before_labels) != alert.labels else None)
+                entry["alerts"].append((alert, state, shown, replaced))
     for (channel, group), entry in groups.items():
         route: Route = entry["route"]
         last = group_sent(group, channel)
         due = now + route.group_wait if last is None else max(now, last + route.group_interval)
-        parts = [part(alert, state, kind, now, scrub) for alert, state, kind in entry["alerts"]]
+        if entry["resend"]:
+            due = now
+        parts = [part(alert, state, kind, now, scrub, replaced) for alert, state, kind, replaced in entry["alerts"]]
         result.notifications.append((compose(channel, parts), entry["host"], group, due, parts))
     return result
 
@@ -187,13 +214,20 @@ def _told_elsewhere(alert: AlertInput, routed: Sequence[tuple[str, Route]], rout
 
 
 def _what_to_tell(alert: AlertInput, state: AlertState, events: Sequence[Event], told: Mapping[str, Any] | None,
-                  route: Route, now: float) -> list[str]:
+                  route: Route, now: float, repeat: float | None = None, resend: bool = False) -> list[str]:
+    """The kinds of message a channel is owed; `repeat` is the reminder interval (the route's unless a
+    channel that must be re-sent to needs less), `resend` says the channel is such a channel."""
     kinds = [e.kind for e in events if e.kind in ("flapping_start", "flapping_stop")]
-    if state.flapping:
-        return kinds  # firing/resolved wait until the flapping stops
     was_firing = bool(told and told.get("firing"))
-    status = alert.observation.status
+    repeat = route.repeat_interval if repeat is None else repeat
     last_sent = float((told or {}).get("last_sent") or 0)
+    if state.flapping:
+        # firing/resolved wait until the flapping stops; a receiver that forgets unsent alerts is still
+        # kept up to date with the firing it was told of, or it would resolve it (and page) meanwhile
+        if resend and was_firing and state.state == "firing" and now - last_sent >= repeat:
+            kinds.append("reminder")
+        return kinds
+    status = alert.observation.status
     if state.state == "firing":
         if not was_firing:
             # A firing the channel refused or never got (dropped) is tried again only after
@@ -204,7 +238,7 @@ def _what_to_tell(alert: AlertInput, state: AlertState, events: Sequence[Event],
                 kinds.append("firing")
         elif alert.observation.active and told.get("status") != status:  # type: ignore[union-attr]
             kinds.append("firing")  # a hard state change (WARNING -> CRITICAL); not while only kept firing
-        elif now - last_sent >= route.repeat_interval:
+        elif now - last_sent >= repeat:
             kinds.append("reminder")
     elif was_firing:
         kinds.append("resolved" if route.send_resolved else "forget")
@@ -240,9 +274,18 @@ def render(channel: str, alerts: Sequence[tuple[AlertInput, AlertState, str]], n
     return compose(channel, [part(alert, state, kind, now, scrub) for alert, state, kind in alerts])
 
 
-def part(alert: AlertInput, state: AlertState, kind: str, now: float, scrub: Scrub) -> dict[str, Any]:
+def part(alert: AlertInput, state: AlertState, kind: str, now: float, scrub: Scrub,
+         replaced: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One alert's share of a group message, as JSON-able data (kept in the outbox, already scrubbed,
-    so that a message still waiting for its group can take in alerts of later evaluations)."""
+    so that a message still waiting for its group can take in alerts of later evaluations).
+
+    `replaced`: the labels the channel last heard the alert by, when they changed (see `alerts_of`)."""
+    title = scrub(alert.title)
+    summary = scrub(alert.observation.summary)
+    annotations = {"summary": summary or title,
+                   "description": f"{title} is {_prefix(alert, kind)}" + (f": {summary}" if summary else "")}
+    annotations.update({str(k): scrub(str(v)) for k, v in alert.annotations.items()})
+    extra: dict[str, Any] = {"replaces": {k: scrub(str(v)) for k, v in replaced.items()}} if replaced else {}
     return {
         "key": alert.key,
         "kind": kind,
@@ -253,8 +296,13 @@ def part(alert: AlertInput, state: AlertState, kind: str, now: float, scrub: Scr
         "labels": {k: scrub(str(v)) for k, v in alert.labels.items()},
         "host": alert.host,
         "play": alert.play,
-        "summary": scrub(alert.observation.summary),
+        "summary": summary,
         "metrics": [m.as_dict() for m in alert.metrics],
+        "annotations": annotations,
+        # when it started firing: the same in every message, so a receiver keyed by it sees one alert
+        "starts_at": state.fired_at,
+        "ends_at": now if kind == "resolved" else None,
+        **extra,
     }
 
 
@@ -308,7 +356,37 @@ def compose(channel: str, parts: Sequence[Mapping[str, Any]]) -> Notification:
         metrics=[Metric.from_dict(m) for m in first["metrics"]],
         labels=labels,
         kind=str(first["kind"]) if len(shown) == 1 else "group",
+        alerts=alerts_of(shown),
     )
+
+
+def alerts_of(parts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Notification.alerts: each part as a receiver that keeps alerts by their labels needs it. Parts
+    queued by an older version lack the newer keys: those are None (the receiver then decides)."""
+    out = []
+    for p in parts:
+        item = {"key": str(p["key"]), "kind": str(p["kind"]), "status": int(p["status"]), "labels": dict(p["labels"]),
+                "annotations": dict(p.get("annotations") or {"summary": str(p.get("summary") or p["title"])}),
+                "starts_at": p.get("starts_at"), "ends_at": p.get("ends_at")}
+        if p.get("replaces"):
+            item["replaces"] = dict(p["replaces"])
+        out.append(item)
+    return out
+
+
+def resend_lookup(resolve: Callable[[str, Mapping[str, Any]], Any]) -> Callable[[str, str, str], float | None]:
+    """`evaluate`'s `resend_of` from a channel resolver (`Plan.resolve_channel`): the channel's notifier's
+    `resend_interval(options)`, looked up once per channel, host and play for the evaluation it is made for."""
+    cache: dict[tuple[str, str, str], float | None] = {}
+
+    def resend_of(channel: str, host: str, play: str) -> float | None:
+        if (channel, host, play) not in cache:
+            found = resolve(channel, {"host": host, "play": play})
+            interval = getattr(getattr(found, "plugin", None), "resend_interval", None)
+            cache[(channel, host, play)] = interval(found.options) if callable(interval) else None
+        return cache[(channel, host, play)]
+
+    return resend_of
 
 
 def _prefix(alert: AlertInput, kind: str) -> str:

@@ -1,4 +1,4 @@
-"""The three built-in notifiers document themselves: a one-line description, and examples that are
+"""The built-in notifiers document themselves: a one-line description, and examples that are
 inventory snippets (notifiers are used through the inventory's channels) whose channels validate."""
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import pytest
 import yaml
 
 from ce_agent.contracts import Notifier
+from ce_agent.notifiers.alertmanager import AlertmanagerNotifier
 from ce_agent.notifiers.apprise import AppriseNotifier
 from ce_agent.notifiers.console import ConsoleNotifier
 from ce_agent.notifiers.file import FileNotifier
 from ce_agent.options import convert_options
 
 NOTIFIERS = [
+    pytest.param("alertmanager", AlertmanagerNotifier, id="alertmanager"),
     pytest.param("apprise", AppriseNotifier, id="apprise"),
     pytest.param("console", ConsoleNotifier, id="console"),
     pytest.param("file", FileNotifier, id="file"),
@@ -77,7 +79,7 @@ def test_examples_validate_as_an_inventory(tmp_path: Path) -> None:
 
     done = subprocess.run(
         [sys.executable, "-m", "ce_agent", "validate", "site.yml", "-i", "inventory.yml"],
-        cwd=tmp_path, env={**os.environ, "SMTP_PASSWORD": "p@ss/w:rd"},
+        cwd=tmp_path, env={**os.environ, "SMTP_PASSWORD": "p@ss/w:rd", "AM_PASSWORD": "s3cret"},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
