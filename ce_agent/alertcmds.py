@@ -137,14 +137,21 @@ def list_alerts(state_dir: Path, output_format: str, *, now: float, warn: Warn) 
 # ---- alerts history ----------------------------------------------------------------------------------
 
 
+MAX_SINCE_S = 100 * 365 * 86400
+
+
 def since_start(text: str, now: float) -> float:
     """The start of the period `--since TEXT` names (`7d`: seven days before `now`); a UserError otherwise."""
+    if text.strip().replace(".", "", 1).isdigit():  # `--since 7`: seven days? seven seconds? say which
+        raise UserError(f"--since {text!r}: give a unit, such as {text.strip()}d, {text.strip()}h or {text.strip()}m")
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
         raise UserError(f"--since {text!r}: {exc}") from None
     if seconds <= 0:
         raise UserError(f"--since {text!r}: the period must be longer than 0")
+    if seconds > MAX_SINCE_S:  # dates before year 1 break the calendar; the history keeps 30 days anyway
+        raise UserError(f"--since {text!r}: at most {MAX_SINCE_S // 86400}d")
     return now - seconds
 
 

@@ -154,6 +154,7 @@ class Daemon:
         self._next_tick = monotonic()
         self._next_prune = 0.0
         self._next_slo = 0.0
+        self._slo_rows: list[tuple[str, str, str, dict[str, Any], float]] = []  # as last evaluated, for the API
         self._threads: list[threading.Thread] = []
 
     # ---- control (safe from signal handlers: SimpleQueue.put is reentrant) --------------------------------
@@ -383,6 +384,7 @@ class Daemon:
         self._next_slo = 0.0  # the SLOs of the new config are evaluated (and exported) with the next results
         if not config.plan.slos:
             self.telemetry.set_slos([])
+            self._slo_rows = []
         errors = [job for job in config.jobs.values() if job.load_error]
         self.telemetry.set_plugin_load_errors(len(errors))
         for job in errors:
@@ -452,6 +454,7 @@ class Daemon:
             slo_alerts, slo_rows = oneshot.slo_inputs(config.plan, self.store, stored, now, save=True)
             inputs += slo_alerts
             self.telemetry.set_slos(slo_rows)
+            self._slo_rows = slo_rows
         present = {a.key for a in inputs}
         inputs += sources.vanished(known, present, config.ran, config.defined, self.store.channels_told_firing)
         if not inputs:
@@ -607,6 +610,9 @@ class Daemon:
             "not_ready": reasons,
             "checks": {k: v or 0 for k, v in counts.items()},
             "tasks": tasks,
+            # as `ce-agent slo status --format json` has them, with play, host and when they were evaluated
+            "slos": [{**data, "play": play, "host": host, "evaluated": _iso(at)}
+                     for play, host, _name, data, at in self._slo_rows],
         }
 
     def alerts(self) -> list[dict[str, Any]]:

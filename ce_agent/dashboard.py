@@ -56,6 +56,9 @@ NO_SLOS_FROM_AGENT = "SLOs: not in the agent's API (`ce-agent status` without --
 NO_SLOS = "SLOs: none (add `slos:` to a play)"
 NO_RESOURCES_FROM_AGENT = "Resources: the agent's /metrics could not be read"
 NO_RESOURCES = "Resources: no samples of the `system` collector (add `- system: {}` to a play's collectors)"
+NO_RESOURCES_YET = "Resources: the `system` collector has not run yet"
+# the columns whose text may wrap (at spaces) when the terminal is narrow; the others stay on one line
+FREE_TEXT_COLUMNS = frozenset({"HOST", "PLAY", "CHECK", "SUMMARY", "ALERT", "NAME", "RESOURCE"})
 
 
 class AgentUnreachable(UserError):
@@ -137,9 +140,13 @@ def _empty(source: str, now: float) -> dict[str, Any]:
 def _alert(row: Mapping[str, Any], now: float) -> dict[str, Any]:
     """An alertcmds.active_alerts() row (stored, or from the agent's JSON) as the dashboard shows it."""
     labels = {str(k): clean(v) for k, v in dict(row.get("labels") or {}).items()}
-    name = labels.get("check") or labels.get("alertname") or clean(row.get("key"))
-    # the labels that tell two alerts of one rule apart (slo=..., mount=...), not those shown in columns
-    shown = ("check", "alertname", "host", "play", "severity")
+    from ce_agent.history import alert_name
+
+    # as report and stats name it ("Flaky regression", "SLOBurnRate api"), so a rule's alert on a check
+    # does not read as the check's own
+    name = alert_name(labels) or clean(row.get("key"))
+    # the labels that tell two alerts of one rule apart (mount=..., window=...), not those in the name or columns
+    shown = ("check", "alertname", "host", "play", "severity", "slo")
     extra = [f"{k}={v}" for k, v in sorted(labels.items()) if k not in shown]
     since = _number(row.get("since_ts"))
     return {"key": clean(row.get("key")), "name": " ".join([name, *extra]), "host": labels.get("host", ""),
@@ -194,13 +201,25 @@ def snapshot_from_store(store: Store | None, now: float, source: str = "state da
                            "summary": clean(r.summary), "last_run": r.ts, "duration_s": r.duration_s}
                           for r in store.latest_results()]
     snapshot["alerts"] = [_alert(row, now) for row in active_alerts(store.load_alerts(), store.silences(now), now)]
-    snapshot["slos"] = [{"name": clean(data.get("name", name)), "play": play, "host": host,
-                         "objective": _number(data.get("objective")), "window": clean(data.get("window")),
-                         "sli": _number(data.get("sli")), "budget_left": _number(data.get("error_budget_remaining")),
-                         "status": clean(data.get("status"))} for play, host, name, data, _at in store.slo_statuses()]
+    snapshot["slos"] = [_slo({"name": name, **data, "play": play, "host": host})
+                        for play, host, name, data, _at in store.slo_statuses()]
     snapshot["resources"] = _resources((s.host, s.name, s.labels, s.value, s.ts) for s in store.latest_samples())
     snapshot["runs"] = _recent_runs(store, now)
     return snapshot
+
+
+def _no_resources(snapshot: Mapping[str, Any]) -> str:
+    if snapshot["resources"] is None:
+        return NO_RESOURCES_FROM_AGENT
+    return NO_RESOURCES_YET if snapshot.get("system_pending") else NO_RESOURCES
+
+
+def _slo(data: Mapping[str, Any]) -> dict[str, Any]:
+    """An SLO as `slo status --format json` has it (with play and host), as the dashboard shows it."""
+    return {"name": clean(data.get("name")), "play": clean(data.get("play")), "host": clean(data.get("host")),
+            "objective": _number(data.get("objective")), "window": clean(data.get("window")),
+            "sli": _number(data.get("sli")), "budget_left": _number(data.get("error_budget_remaining")),
+            "status": clean(data.get("status"))}
 
 
 def agent_url(text: str) -> str:
@@ -279,7 +298,11 @@ def snapshot_from_api(base_url: str, timeout: float = API_TIMEOUT_S, now: float 
                            "summary": clean(t.get("summary")), "last_run": _parse_iso(t.get("last_run")),
                            "duration_s": _number(t.get("duration_s"))} for t in tasks]
     snapshot["alerts"] = [_alert(row, now) for row in alerts.get("alerts") or [] if isinstance(row, dict)]
-    snapshot["slos"] = None
+    # an agent older than its "slos" key cannot say: None (unknown), not [] (none)
+    slos = status.get("slos")
+    snapshot["slos"] = None if not isinstance(slos, list) else [_slo(data) for data in slos if isinstance(data, dict)]
+    tasks_all = [t for t in status.get("tasks") or [] if isinstance(t, dict)]
+    snapshot["system_pending"] = any(t.get("plugin") == "system" and not t.get("last_run") for t in tasks_all)
     try:
         snapshot["resources"] = _resources(_agent_samples(_fetch(base + "/metrics", timeout)))
     except (AgentUnreachable, ValueError):
@@ -459,10 +482,8 @@ def render_plain(snapshot: Mapping[str, Any], mode: str) -> str:
     if mode == "full":
         resources = snapshot["resources"]
         lines.append("")
-        if resources is None:
-            lines.append(NO_RESOURCES_FROM_AGENT)
-        elif not resources:
-            lines.append(NO_RESOURCES)
+        if not resources:
+            lines.append(_no_resources(snapshot))
         else:
             lines += ["Resources", *_columns(("HOST", "RESOURCE", "USAGE", ""), [
                 (r["host"], r["name"], *((plain_bar(r["percent"]), _pct(r["percent"], 1)) if r["text"] is None
@@ -499,7 +520,10 @@ def _table(title: str, columns: Sequence[str]) -> Any:
     table = Table(title=_cell(title, "bold"), title_justify="left", box=box.SIMPLE_HEAD, header_style="bold dim",
                   show_edge=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        if column in FREE_TEXT_COLUMNS:  # names and summaries wrap at spaces, a long word ends in "…"
+            table.add_column(column, overflow="ellipsis")
+        else:  # statuses, numbers and times are never split over lines: the free text gives way
+            table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=max(len(column), 1))
     return table
 
 
@@ -508,7 +532,7 @@ def _bar(percent: float) -> Any:
 
     style = "red" if percent >= BAR_CRIT else "yellow" if percent >= BAR_WARN else "green"
     value = max(0.0, min(100.0, percent))
-    return ProgressBar(total=100.0, completed=value, width=30, complete_style=style, finished_style=style)
+    return ProgressBar(total=100.0, completed=value, width=20, complete_style=style, finished_style=style)
 
 
 def rich_view(snapshot: Mapping[str, Any], mode: str) -> RenderableType:
@@ -517,7 +541,9 @@ def rich_view(snapshot: Mapping[str, Any], mode: str) -> RenderableType:
 
     if mode == "minimal":
         stale = [(f" (not refreshed: {clean(snapshot['error'])})", "bold red")] if snapshot.get("error") else []
-        return _styled([("ce-agent: ", "bold"), *summary_parts(snapshot), *stale])
+        line = _styled([("ce-agent: ", "bold"), *summary_parts(snapshot), *stale])
+        line.no_wrap, line.overflow = True, "ellipsis"  # one line, for a prompt or a status bar
+        return Group(line)  # console.print() re-wraps a bare Text whatever its no_wrap says; a Group's it keeps
     now = snapshot["now"]
     title, notes = _header(snapshot)
     parts: list[Any] = [_cell(title, "bold"), *(_cell(text, style) for text, style in notes),
@@ -561,7 +587,7 @@ def rich_view(snapshot: Mapping[str, Any], mode: str) -> RenderableType:
                     table.add_row(_cell(r["host"]), _cell(r["name"]), _cell(r["text"]), _cell(""))
             parts += [table, _cell("")]
         else:
-            parts += [_cell(NO_RESOURCES_FROM_AGENT if resources is None else NO_RESOURCES, "dim"), _cell("")]
+            parts += [_cell(_no_resources(snapshot), "dim"), _cell("")]
         table = _table(f"Recent runs: {len(snapshot['runs'])}", ("AT", "STATUS", "HOST", "CHECK", "TOOK", "SUMMARY"))
         for run in snapshot["runs"]:
             cells = _run_cells(run)

@@ -209,17 +209,22 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def alert_name(labels: Mapping[str, Any]) -> str:
+    """An alert's name without its host: `Root disk` (a check), `HighMemory` (a rule),
+    `SLOBurnRate api-availability` (an SLO), `Root disk regression`; "" without those labels."""
+    alertname, check, slo = labels.get("alertname"), labels.get("check"), labels.get("slo")
+    if slo and alertname:
+        return f"{alertname} {slo}"
+    if alertname == "Regression" and check:
+        return f"{check} regression"
+    return str(check or alertname or "")
+
+
 def alert_title(labels: Mapping[str, Any], key: str) -> str:
     """An alert as people name it: `Root disk on web1` (a check), `HighMemory on web1` (a rule),
     `SLOBurnRate api-availability on web1` (an SLO), `Root disk regression on web1`."""
     host = labels.get("host")
-    alertname, check, slo = labels.get("alertname"), labels.get("check"), labels.get("slo")
-    if slo and alertname:
-        name = f"{alertname} {slo}"
-    elif alertname == "Regression" and check:
-        name = f"{check} regression"
-    else:
-        name = check or alertname
+    name = alert_name(labels)
     return f"{name} on {host}" if name and host else str(key)
 
 

@@ -92,8 +92,11 @@ def baseline_save(state_dir: Path, name: str, since: str, *, now: float, warn: W
     except ValueError as exc:
         raise UserError(f"--name: {exc}") from None
     start = since_start(since, now)
-    with _store(state_dir, now, warn, create=True) as store:
-        data = baseline.compute_baseline(store.results(start), start, now, name)
+    with _store(state_dir, now, warn, create=False) as store:
+        data = None if store is None else baseline.compute_baseline(store.results(start), start, now, name)
+        if data is None or not data["results"]:
+            # an empty baseline would only replace a good one: a wrong --state-dir or --since is the likely cause
+            raise UserError(f"no results since {since} in {state_dir}: nothing to save as baseline {name!r}")
         store.save_baseline(name, data, now)
     series = sum(1 + len(c["metrics"]) for c in data["checks"])
     return f"saved baseline {name!r}: {data['results']} results of {len(data['checks'])} checks, {series} series"

@@ -73,7 +73,10 @@ def as_json(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Statu
         "notifications": [d.as_dict() for d in deliveries],
     }
     if slos:  # as `ce-agent slo status --format json` has them, with the play and host
-        document["slos"] = [{**data, "play": play, "host": host} for play, host, _name, data, _at in slos]
+        from ce_agent.alertcmds import iso
+
+        document["slos"] = [{**data, "play": play, "host": host, "evaluated": iso(at)}
+                            for play, host, _name, data, at in slos]
     return json.dumps(_finite(document), indent=2, allow_nan=False)
 
 

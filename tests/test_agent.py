@@ -587,8 +587,12 @@ def test_slos_are_on_metrics_and_go_with_a_reload_that_removes_them(start, agent
     assert proc.metric("ce_slo_sli_percent", **ids) == 100
     assert proc.metric("ce_slo_error_budget_remaining", **ids) == 1
     assert proc.metric("ce_slo_burn_rate", window="1h", **ids) == 0
+    (slo,) = json.loads(proc.get("/api/v1/status")[1])["slos"]  # as `slo status --format json`, with play and host
+    assert (slo["name"], slo["play"], slo["host"], slo["sli"], slo["status"]) == (
+        "api-availability", "Shop", "localhost", 100, "ok") and slo["evaluated"]
     agent.write("pb.yml", SLO_PLAYBOOK.split("  slos:")[0])
     proc.signal(signal.SIGHUP)
     proc.wait_for(lambda: proc.log("configuration reloaded"), 10, "the reload")
     assert proc.metric("ce_slo_objective_percent", **ids) is None, "a removed SLO's series are gone"
+    assert json.loads(proc.get("/api/v1/status")[1])["slos"] == []
     assert proc.stop() == 0

@@ -114,7 +114,7 @@ def test_full_lists_checks_worst_first_alerts_by_severity_slos_bars_and_runs(sta
     assert [re.split(r"\s{2,}", line)[:5] for line in alerts] == [
         ["critical", "firing", "CRITICAL", "localhost", "db"],
         ["critical", "firing", "CRITICAL", "localhost",
-         "SLOBurnRate long_window=1h short_window=5m slo=db-availability"],
+         "SLOBurnRate db-availability long_window=1h short_window=5m"],
         ["warning", "firing", "WARNING", "localhost", "disk"]]
     assert lines_matching(out, "api-availability", "localhost", "99%", "30d", "100.000%", "100.0%", "ok")
     assert lines_matching(out, "db-availability", "localhost", "99%", "30d", "0.000%", "-9900.0%", "breached")
@@ -288,11 +288,14 @@ def test_agent_api_shows_the_agents_tasks_alerts_and_resources(agent: Agent, tes
     assert lines_matching(out, "WARNING", "localhost", "Shop", "disk")[0].endswith(f"{HOSTILE}  [31mred")
     assert lines_matching(out, "OK", "localhost", "Shop", "api")
     assert lines_matching(out, "critical", "firing", "CRITICAL", "localhost", "db")
-    assert "SLOs: not in the agent's API" in out  # the API has none: unknown, not "none"
+    # the SLOs as the agent last evaluated them (its /api/v1/status has them)
+    assert [line.split()[:2] for line in out.splitlines() if line.split()[:1] in (["api-availability"], ["db-availability"])] == [
+        ["api-availability", "localhost"], ["db-availability", "localhost"]], out
     assert re.search(r"^localhost\s+cpu\s+\[[#-]{20}\]", out, re.M), out  # the agent's /metrics
     assert "Recent runs: 3" in out
     assert minimal.code == 0
-    assert re.fullmatch(r"ce-agent: 3 checks: 1 OK, 1 WARNING, 1 CRITICAL; [23] alerts firing\n", minimal.out)
+    assert re.fullmatch(r"ce-agent: 3 checks: 1 OK, 1 WARNING, 1 CRITICAL; [23] alerts firing(; SLOs 1/2 met)?\n",
+                        minimal.out)  # the SLOs once evaluated (with the first results)
 
 
 # ---- --watch ------------------------------------------------------------------------------------
@@ -430,3 +433,25 @@ def test_the_dashboard_module_does_not_import_rich_until_it_draws() -> None:
     code = ("import sys, ce_agent.dashboard as d; d.render_plain(d._empty('x', 0.0), 'full'); "
             "print('rich' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+@pytest.mark.parametrize("mode", [pytest.param("full", id="full"), pytest.param("compact", id="compact"),
+                                  pytest.param("minimal", id="minimal")])
+def test_a_narrow_terminal_never_splits_a_status_a_number_or_a_header(mode: str) -> None:
+    from rich.console import Console
+
+    data = snapshot(["CRITICAL", "WARNING"], [{"state": "firing", "labels": {
+        "alertname": "SLOBurnRate", "slo": "checkout-availability-for-the-whole-web-shop", "severity": "critical",
+        "host": "a-rather-long-host-name.example.com"}}], slos=["breached"])
+    data["slos"][0].update(sli=95.9091, budget_left=-39.913, host="a-rather-long-host-name.example.com")
+    data["checks"][0].update(summary="CRITICAL - the database answered after 12.5 seconds, far above the limit")
+    console = Console(file=io.StringIO(), width=60, color_system=None, legacy_windows=False)
+    dashboard.render_rich(data, mode, console)
+    lines = console.file.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 60
+    text = "\n".join(lines)
+    if mode == "minimal":
+        assert len(lines) == 1 and lines[0].startswith("ce-agent: 2 checks")
+        return
+    for whole in ("OBJECTIVE", "BUDGET LEFT", "breached", "95.909%", "-3991.3%", "CRITICAL", "SEVERITY", "critical"):
+        assert whole in text, (whole, text)

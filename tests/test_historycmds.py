@@ -97,12 +97,21 @@ def test_baseline_save_and_compare_finds_a_slower_check(shop: Agent) -> None:
     assert "regressed" in shop("baseline", "compare", "--name", "weekly").out
 
 
+def test_a_baseline_of_nothing_is_refused_and_creates_no_state(agent: Agent) -> None:
+    ran = agent("baseline", "save", "--since", "7d")
+    assert ran.code == 2 and ran.out == ""
+    assert ran.err.splitlines()[-1].startswith("error: no results since 7d in ") and "Traceback" not in ran.err
+    assert not (agent.cwd / "state").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     pytest.param(["report", "--format", "pdf"], "--format must be one of markdown, json, html", id="report-format"),
     pytest.param(["stats", "--since", "soon"], "--since 'soon'", id="stats-since"),
     pytest.param(["baseline", "compare", "--name", "nope"], "no baseline named 'nope'", id="unknown-baseline"),
     pytest.param(["baseline", "save", "--name", "../x"], "--name", id="baseline-name"),
-    pytest.param(["report", "--since", "0"], "the period must be longer than 0", id="report-empty-period"),
+    pytest.param(["report", "--since", "0s"], "the period must be longer than 0", id="report-empty-period"),
+    pytest.param(["report", "--since", "7"], "--since '7': give a unit, such as 7d, 7h or 7m", id="since-without-unit"),
+    pytest.param(["stats", "--since", "1000000d"], "--since '1000000d': at most 36500d", id="since-too-long"),
     pytest.param(["report", "-p", "nope.yml"], "--playbook: nope.yml: no such playbook", id="report-missing-playbook"),
     pytest.param(["baseline", "compare", "--threshold", "-5"], "--threshold must be a percentage above 0",
                  id="negative-threshold"),

@@ -116,7 +116,9 @@ def _read_play(raw: Any, loc: Location | None, problems: Problems, file: str) ->
         return None
     for key in raw:
         if key not in PLAY_KEYS:
-            problems.add(raw.key_loc(key), f"unknown play key {key!r}; valid keys: {', '.join(PLAY_KEYS)}")
+            hint = difflib.get_close_matches(str(key), PLAY_KEYS, n=1)
+            problems.add(raw.key_loc(key), f"unknown play key {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                         + f"; valid keys: {', '.join(PLAY_KEYS)}")
     for key in PLAY_KEYS_NOT_YET:
         if key in raw:
             problems.warn(raw.key_loc(key), f"'{key}' in a play is read but not evaluated by this version")

@@ -150,7 +150,7 @@ def validate(tmp_path: Path, playbook: str, *args: str, env: dict[str, str] | No
             - hosts: localhost
               chekcs: []
             """,
-            "site.yml:2:3: unknown play key 'chekcs'; valid keys:",
+            "site.yml:2:3: unknown play key 'chekcs'; did you mean 'checks'?; valid keys:",
             id="unknown play key",
         ),
         pytest.param(
