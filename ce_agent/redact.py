@@ -137,6 +137,22 @@ def _judge(parts: _Parts) -> _Verdict:
     return _Verdict(bool(parts.password), user_secret, host_secret, [tokenish(s) for s in parts.path], query)
 
 
+def url_credentials(url: str) -> list[str]:
+    """What of an Apprise URL is a credential written out (`password`, `token in the path`, ...), by the
+    rules of `Redactor.add_url`; [] for a URL that holds none, or is no URL.
+
+    A user name alone is left out: masking it is cautious, but `mailto://alerts@example.com` opens nothing."""
+    parts = _split(url)
+    if parts is None:
+        return []
+    verdict = _judge(parts)
+    found = ["password"] if verdict.password else []
+    found += ["token in the host"] if verdict.host else []
+    found += ["token in the path"] if any(verdict.path) else []
+    found += ["token in the query"] if any(verdict.query) else []
+    return found
+
+
 def _variants(secret: str) -> set[str]:
     """The forms a secret takes in messages: as written, percent-decoded, and percent-encoded."""
     decoded = unquote(secret)

@@ -22,7 +22,10 @@ class Range:
         """Parse the range grammar of the Monitoring Plugins guidelines; ValueError when malformed."""
         if isinstance(spec, bool):
             raise ValueError(f"not a threshold range: {spec!r}")
-        text = _num(float(spec)) if isinstance(spec, (int, float)) else str(spec).strip()
+        try:
+            text = _num(float(spec)) if isinstance(spec, (int, float)) else str(spec).strip()
+        except OverflowError:  # YAML reads `warning: 1000...0` (400 digits) as an int no float can hold
+            raise ValueError(f"not a threshold range: {spec!r} is too large") from None
         if text.endswith("%"):
             text = text[:-1].strip()
         if not text:

@@ -499,7 +499,7 @@ def test_text_that_looks_like_a_template_stays_text(agent: Agent) -> None:
              "2 errors"],
             id="every rule PromQL cannot express, each with its place"),
         pytest.param("- name: Empty\n  hosts: localhost\n  checks: [{name: Root, disk: {path: /}}]\n",
-                     ["site.yml", "--format", "json"], ["--format must be yaml, got 'json'"], id="another format"),
+                     ["site.yml", "--format", "json"], ["error: --format must be yaml, got 'json'"], id="another format"),
     ],
 )
 def test_bad_input_is_one_line_each_and_exit_2(agent: Agent, playbook: str | None, args: list[str],

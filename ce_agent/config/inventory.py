@@ -7,13 +7,14 @@ import fnmatch
 import itertools
 import math
 import re
+import stat
 import string
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ce_agent.config.yamlfile import LocDict, load_yaml, parse_yaml, read_text
+from ce_agent.config.yamlfile import LocDict, LocList, load_yaml, parse_yaml, read_text
 from ce_agent.errors import Location, Problem, Problems, UserError
 
 IMPLICIT_LOCALHOST = ("localhost", "127.0.0.1", "::1")
@@ -397,10 +398,13 @@ def _load_source_reporting(inventory: Inventory, path: Path, problems: Problems)
 def _load_source(inventory: Inventory, path: Path, problems: Problems) -> None:
     inventory.sources.append(str(path))
     if path.suffix == ".ini":
-        _load_ini(inventory, path, read_text(path, "inventory file"), problems)
+        text = read_text(path, "inventory file")
+        _load_ini(inventory, path, text, problems)
+        _warn_if_exposed(path, problems, text=text)
         return
     if path.suffix in _YAML_SUFFIXES:
         data = load_yaml(path, "inventory file")
+        _warn_if_exposed(path, problems, data=data)
     else:
         # As Ansible: a file without a known suffix is YAML when it reads as a YAML mapping, else INI.
         text = read_text(path, "inventory file")
@@ -417,7 +421,9 @@ def _load_source(inventory: Inventory, path: Path, problems: Problems) -> None:
             if yaml_error is not None and len(problems.items) > before:
                 message = f"read as an INI inventory since reading it as YAML failed: {yaml_error.problem.message}"
                 problems.items.append(Problem(yaml_error.problem.location, message))
+            _warn_if_exposed(path, problems, text=text)
             return
+        _warn_if_exposed(path, problems, data=data)
     if data is None:
         return
     if not isinstance(data, dict):
@@ -676,4 +682,98 @@ def _load_vars_dirs(inventory: Inventory, base: Path, problems: Problems) -> Non
                 if not isinstance(data, dict):
                     problems.add(Location(str(file), 1, 1), "a variables file must be a mapping of names to values")
                     continue
+                _warn_if_exposed(file, problems, data=data)
                 target.setdefault(name, []).append(data)
+
+
+# -- secrets written out in files others can read --------------------------------------------
+
+#: words of a variable name whose literal value is a credential (`smtp_password`, `ansible_ssh_pass`)
+_SECRET_WORDS = frozenset({"password", "passwd", "pass", "passphrase", "secret", "token", "apikey"})
+_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def _warn_if_exposed(path: Path, problems: Problems, data: Any = None, text: str | None = None) -> None:
+    """A warning, not an error (every existing setup would break): a file any local user can read
+    holds a credential written out, and how to fix it. Secrets read through {{ env.X }} or
+    {{ file(...) }} are not in the file, so they are fine."""
+    mode = _readable_by_others(path)
+    if mode is None:
+        return
+    found = _secret_in_ini(text, str(path)) if text is not None else _secret_in(data, Location(str(path), 1, 1))
+    if found is not None:
+        where, what = found
+        problems.warn(where, f"{what} is written in this file, which other users can read (mode {mode}): run "
+                             f"`chmod 600 {path}` (or `chmod o-r`), or read the secret with "
+                             "{{ env.NAME }} or {{ file('PATH') }}")
+
+
+def _readable_by_others(path: Path) -> str | None:
+    """The file's mode (`0644`) when any local user can read it: its own bits allow it and every
+    directory above it can be entered by others; None otherwise, or when that cannot be told."""
+    try:
+        real = path.resolve()
+        info = real.stat()
+        if not stat.S_ISREG(info.st_mode) or not info.st_mode & stat.S_IROTH:
+            return None
+        if any(not parent.stat().st_mode & stat.S_IXOTH for parent in real.parents):
+            return None
+    except OSError:
+        return None
+    return f"{stat.S_IMODE(info.st_mode):04o}"
+
+
+def _secret_words(key: str) -> bool:
+    lowered = key.lower()
+    return bool(_SECRET_WORDS.intersection(re.split(r"[^a-z]+", lowered))) or lowered.endswith("api_key")
+
+
+def _secret_literal(key: str, value: str) -> str | None:
+    """What credential `value` writes out (templates in it are not written out), or None."""
+    from ce_agent.redact import url_credentials
+
+    literal = _TEMPLATE.sub("", value).strip()
+    if "://" in literal:
+        parts = url_credentials(literal)
+        return f"the {' and '.join(parts)} of a URL" if parts else None
+    if literal and literal == value.strip() and _secret_words(key):
+        return f"the value of {key!r}"
+    return None
+
+
+def _secret_in(value: Any, loc: Location | None, key: str = "") -> tuple[Location | None, str] | None:
+    """Where the first credential written out in YAML data is, and what it is."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            where = value.value_loc(name) if isinstance(value, LocDict) else loc
+            found = _secret_in(item, where, str(name))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _secret_in(item, value.item_loc(index) if isinstance(value, LocList) else loc, key)
+            if found is not None:
+                return found
+    elif isinstance(value, str):
+        what = _secret_literal(key, value)
+        if what is not None:
+            return loc, what
+    return None
+
+
+def _secret_in_ini(text: str, file: str) -> tuple[Location | None, str] | None:
+    """The same for an INI inventory: URLs anywhere on a line, `name=value` pairs by their name."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        candidates = [("", match.group()) for match in _URL_IN_TEXT.finditer(line)]
+        candidates += [(key, value.strip("'\"")) for key, _, value in (w.partition("=") for w in line.split()) if value]
+        key, _, value = line.partition("=")
+        candidates.append((key.strip(), value.strip().strip("'\"")))
+        for key, value in candidates:
+            what = _secret_literal(key, value) if value else None
+            if what is not None:
+                return Location(file, number, 1), what
+    return None

@@ -27,8 +27,17 @@ def has_template(value: Any) -> bool:
     return False
 
 
+#: variables that name places, not secrets: masking them would mask those words in every message
+#: (`{{ file(env.CREDENTIALS_DIRECTORY ~ '/smtp') }}` reads a secret; the directory is none)
+NOT_SECRET_ENV = frozenset({
+    "CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY", "CACHE_DIRECTORY", "LOGS_DIRECTORY",
+    "CONFIGURATION_DIRECTORY", "HOME", "USER", "LOGNAME", "HOSTNAME", "PWD", "TMPDIR", "XDG_RUNTIME_DIR",
+})
+
+
 class EnvironmentVariables:
-    """`{{ env.NAME }}`: one environment variable at a time; every value read is reported as a secret.
+    """`{{ env.NAME }}`: one environment variable at a time; every value read is reported as a secret
+    (but those of NOT_SECRET_ENV, which name places).
 
     Not a dict on purpose: nothing in a template can list the environment or read it unreported."""
 
@@ -38,7 +47,8 @@ class EnvironmentVariables:
 
     def __getitem__(self, name: str) -> str:
         value = self._environ[name]
-        self._on_secret(value)
+        if name not in NOT_SECRET_ENV:
+            self._on_secret(value)
         return value
 
     def __getattr__(self, name: str) -> str:
@@ -64,6 +74,11 @@ def _urlquote(value: object) -> str:
 
 
 MAX_RESULT = 1_000_000  # characters or items one template operation may produce
+MAX_INT_BITS = 1 << 16  # about 20,000 digits: far beyond any size, count or duration in a playbook
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _bounded_sandbox() -> type:
@@ -74,6 +89,12 @@ def _bounded_sandbox() -> type:
         intercepted_binops = frozenset({"*", "**"})
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            # Integers grow without bound: a small exponent of a big number (`((9 ** 999) ** 999) ** 999`)
+            # or a product of two big ones is refused by its size in bits before it is computed.
+            if _is_int(left) and _is_int(right) and abs(left) > 1:
+                grows_to = left.bit_length() * right if operator == "**" else left.bit_length() + right.bit_length()
+                if grows_to > MAX_INT_BITS:
+                    raise SecurityError(f"the result would have more than {MAX_INT_BITS} bits")
             if operator == "**":
                 if isinstance(right, (int, float)) and abs(right) > 1000 and not isinstance(left, float):
                     raise SecurityError(f"exponent {right!r} is too large")
@@ -102,6 +123,8 @@ class Templar:
             from jinja2 import StrictUndefined
 
             env = _bounded_sandbox()(undefined=StrictUndefined, keep_trailing_newline=True)
+            # lipsum(n=999999) writes placeholder text for minutes; no playbook needs it
+            env.globals.pop("lipsum", None)
             env.globals["env"] = EnvironmentVariables(self._environ, self._on_secret)
             env.globals["file"] = self._read_file
             env.filters["urlquote"] = _urlquote

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -60,6 +62,13 @@ class _Loader(yaml.SafeLoader):
         self._depth = 0
         self._aliases = 0
         self._nodes = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # The scanner reads a whole run of `[[[[...` ahead before the composer sees the first node
+        # (each `[` may still start a key), quadratically: 10,000 of them took up to a second.
+        if self.flow_level >= MAX_DEPTH:
+            raise _Limit(f"nested deeper than {MAX_DEPTH} levels", self.get_mark())
+        super().fetch_flow_collection_start(token_class)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -122,7 +131,7 @@ def read_text(path: Path, what: str = "file") -> str:
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise UserError(f"{what} is {size} bytes, larger than the limit of {MAX_BYTES}", Location(name))
-        with open(path, "rb") as fh:
+        with _open_file(path, what) as fh:
             raw = fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise UserError(f"no such {what}", Location(name)) from None
@@ -139,6 +148,22 @@ def read_text(path: Path, what: str = "file") -> str:
         raise UserError("not UTF-8 text", Location(name, line, 1)) from None
 
 
+def _open_file(path: Path, what: str) -> BinaryIO:
+    """`path` opened for reading without ever waiting for a writer: a named FIFO nobody writes to would
+    hang `validate` (and a daemon's reload) forever, so it is refused; an anonymous pipe (`<(cmd)`,
+    `/dev/stdin`) has its writer already and is read as before."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode) and "pipe:[" not in os.path.realpath(path):
+            raise UserError(f"is a named pipe (FIFO), expected {_a(what)} (a regular file)", Location(str(path)))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
@@ -150,7 +175,10 @@ def load_yaml(path: Path, what: str = "file") -> Any:
 
 
 def parse_yaml(text: str, name: str) -> Any:
-    loader = _Loader(text, name)
+    try:
+        loader = _Loader(text, name)  # reads the whole text at once: a control character fails here
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(text, name, exc) from None
     try:
         if not loader.check_node():
             return None
@@ -175,12 +203,22 @@ def parse_yaml(text: str, name: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise UserError(f"invalid YAML: {message}", _loc(name, mark)) from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(text, name, exc) from None
     except yaml.YAMLError as exc:
         raise UserError(f"invalid YAML: {exc}", Location(name)) from None
     except RecursionError:
         raise UserError(f"nested deeper than {MAX_DEPTH} levels", Location(name)) from None
     finally:
         loader.dispose()
+
+
+def _reader_error(text: str, name: str, exc: yaml.reader.ReaderError) -> UserError:
+    """A character YAML does not allow (a control character, a lone surrogate), with its line and column."""
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    col = exc.position - (before.rfind("\n") + 1) + 1
+    return UserError(f"invalid YAML: the character #x{exc.character:04x} is not allowed", Location(name, line, col))
 
 
 def _expanded_size(value: Any, memo: dict[int, int]) -> int:

@@ -127,3 +127,16 @@ def test_jinja_is_not_imported_without_templates() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("name, masked", [
+    pytest.param("SMTP_PASSWORD", True, id="any variable is a secret"),
+    pytest.param("CREDENTIALS_DIRECTORY", False, id="systemd's credentials directory names a place"),
+    pytest.param("HOME", False, id="a home directory names a place"),
+])
+def test_env_values_are_secrets_except_those_naming_places(name: str, masked: bool) -> None:
+    from ce_agent.config.templating import EnvironmentVariables
+
+    seen: list[str] = []
+    assert EnvironmentVariables({name: "/run/credentials/ce-agent.service"}, seen.append)[name]
+    assert seen == (["/run/credentials/ce-agent.service"] if masked else [])
