@@ -133,7 +133,8 @@ def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Statu
                 state = "sent" + (f" through the fallback {d.via!r}" if d.via else "")
             else:
                 state = ("DROPPED: " if d.dropped else "FAILED, will retry: ") + str(d.error)
-            lines.append(f"    {d.channel:<12} {d.notification.title}  -> {state}")
+            again = "  (re-send)" if _all_resends(d.notification) else ""  # Alertmanager's keep-alive
+            lines.append(f"    {d.channel:<12} {d.notification.title}{again}  -> {state}")
             if check_mode:
                 lines += [f"{'':8}| {line}" for line in d.notification.body.splitlines()]
     counts = {s: 0 for s in Status}
@@ -142,3 +143,8 @@ def as_text(outcomes: Sequence[Outcome], deliveries: Sequence[Any], worst: Statu
     summary = " ".join(f"{s.name.lower()}={counts[s]}" for s in Status)
     lines.append(f"SUMMARY  {summary}  worst={worst.name} (exit {exit_code(worst)})")
     return "\n".join(lines)
+
+
+def _all_resends(notification: Any) -> bool:
+    kinds = {str(a.get("kind")) for a in notification.alerts} or {notification.kind}
+    return kinds == {"resend"}

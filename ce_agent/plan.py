@@ -170,6 +170,8 @@ def build_plan(
                 slos[(play.name, host)] = play.slos
             if selected or chosen or (play.name, host) in slos:
                 builder.alerting(host)  # validate the host's routes, inhibit rules and maintenance now
+            if not selection.broken_plugins_run:  # `validate`: channels nothing uses yet are checked too
+                builder.every_channel(host)
     builder.delivery()
     return Plan(jobs, inventory, plays, rules, builder, slos=slos)
 
@@ -255,6 +257,7 @@ class _Builder:
         self._plugin_errors: dict[tuple[str, str], str] = {}
         self._alerting: dict[str, Any] = {}
         self._unknown_channels: set[tuple[Location | None, str]] = set()
+        self._channels_checked: set[str] = set()  # hosts whose every channel `validate` resolved
         self._plays = {}  # name -> Play, for channels of notifications queued by earlier runs
 
     def _vars(self, host: str) -> dict[str, Any]:
@@ -454,6 +457,19 @@ class _Builder:
             labels={str(k): str(v) for k, v in (labels or {}).items()},
             severity=severity,
         )
+
+    def every_channel(self, host: str) -> None:
+        """Resolve (and so validate) every channel in the host's `channels`, used by a task or not."""
+        if host in self._channels_checked:
+            return
+        self._channels_checked.add(host)
+        scope = self.templar.scope([self._vars(host), self.selection.extra_vars])
+        channels = scope.raw("channels") or {}
+        if not isinstance(channels, Mapping):
+            return  # said where it is used
+        for name in channels:
+            loc = channels.key_loc(name) if isinstance(channels, LocDict) else None
+            self._resolve_channel(host, str(name), loc, scope)
 
     def _resolve_channel(self, host: str, name: str, loc: Location | None, scope: VarScope) -> Channel | None:
         # play and task vars may override `channels` like any variable, so it is read from the scope

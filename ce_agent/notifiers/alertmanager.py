@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -93,6 +94,8 @@ class AlertmanagerNotifier(Notifier):
                     raise ValueError(f"url: {problem}")
             if not self.timeout > 0:
                 raise ValueError("timeout: must be more than 0s")
+            if self.ca_file is not None and not os.path.isfile(self.ca_file):
+                raise ValueError(f"ca_file: no such file: {self.ca_file}")
             if not self.resend_interval >= 1:
                 raise ValueError("resend_interval: must be at least 1s")
             if not self.ttl >= 2 * self.resend_interval:
@@ -298,6 +301,8 @@ def _url_problem(url: str) -> str:
         return "expected an http:// or https:// URL with a host (http://HOST:9093)"
     if parts.username is not None or parts.password is not None:
         return "credentials in the URL are not sent: use basic_auth"
+    if parts.query or parts.fragment:  # the API path goes after the URL's path: a query would swallow it
+        return "a query (?...) or fragment (#...) has no place in an Alertmanager URL: use headers for a token"
     return ""
 
 

@@ -523,3 +523,28 @@ def test_alerting_settings_in_the_inventory(tmp_path: Path, variable: str, expec
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "site.yml"), "-i", str(tmp_path / "inventory.yml")])
     assert result.exit_code == 2, result.output
     assert expected in result.output
+
+
+def test_channels_no_task_uses_yet_are_validated_too(tmp_path: Path) -> None:
+    (tmp_path / "inventory.yml").write_text(textwrap.dedent("""\
+        all:
+          vars:
+            channels:
+              used: {console: {}}
+              spare: {file: {pth: /tmp/x}}
+              typo: {nosuchnotifier: {}}
+          hosts:
+            localhost: {}
+            web1: {}
+        """))
+    (tmp_path / "site.yml").write_text("- hosts: all\n  checks:\n    - {name: up, command: 'true', notify: [used]}\n")
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "site.yml"), "-i", str(tmp_path / "inventory.yml")])
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    # once each, though two hosts have them
+    assert [line.split(": ", 1)[1] for line in lines[:-1]] == [
+        "channel 'spare': file: missing required option 'path'",
+        "channel 'spare': file: unknown option 'pth' (did you mean 'path'?); valid options: path",
+        "channel 'typo': unknown notifier plugin 'nosuchnotifier' (known: alertmanager, apprise, console, file)",
+    ], result.output
+    assert lines[-1] == "3 errors"
