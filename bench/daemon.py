@@ -32,7 +32,6 @@ when its program is missing).
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
 import http.client
 import json
@@ -47,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 

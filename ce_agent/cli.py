@@ -151,11 +151,19 @@ def run(
         typer.echo(redactor.scrub(notice), err=True)
     # JSON owns stdout: the console notifier and any plugin's print() go to stderr meanwhile
     quiet = contextlib.redirect_stdout(sys.stderr) if output_format == "json" else contextlib.nullcontext()
+    stored_metrics = None
     try:
         with quiet:
             report = oneshot.run(plan, redactor, store, forks=forks, check_mode=check)
+        if textfile_dir is not None and not check and not report.state_lost:
+            try:  # every series the state holds, not only this run's (docs/prometheus.md)
+                stored_metrics = oneshot.textfile_metrics(plan, store, redactor.scrub, report.slos)
+            except FaultError:
+                stored_metrics = None  # this run's own values below
     finally:
         store.close()
+    if report.state_lost:  # the checks ran and the channels were told all the same: the exit code stands
+        typer.echo(redactor.scrub(f"warning: {report.state_lost}"), err=True)
     if report.dropped:
         typer.echo(f"warning: the outbox is full; {report.dropped} oldest notification(s) dropped", err=True)
     for delivery in report.deliveries:
@@ -173,7 +181,7 @@ def run(
         from ce_agent import metrics
 
         try:  # the metrics file is a by-product: failing to write it warns, never changes the exit code
-            metrics.write_textfile(textfile_dir, metrics.render_text(
+            metrics.write_textfile(textfile_dir, stored_metrics or metrics.render_text(
                 metrics.build_registry(report.outcomes, time.time(), redactor.scrub, report.slos)))
         except (OSError, ValueError) as exc:
             typer.echo(redactor.scrub(f"warning: --textfile-dir: cannot write {textfile_dir}/"

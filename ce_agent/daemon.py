@@ -8,6 +8,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
@@ -17,7 +18,7 @@ from typing import Any
 from ce_agent import __version__
 from ce_agent.contracts import Result, Status
 from ce_agent.durations import format_duration
-from ce_agent.errors import ConfigError
+from ce_agent.errors import ConfigError, FaultError
 from ce_agent.runner import Outcome, cancel_plugin, error_result, run_job, scrubbed
 from ce_agent.scheduler import Schedule, TaskClock, due_tasks, first_clock, next_wakeup, task_schedule
 
@@ -30,7 +31,10 @@ STOP_GRACE = 5.0
 FLUSH_GRACE = 2.0
 PRUNE_EVERY = 3600.0
 SLO_EVERY = 60.0  # seconds between evaluations of the SLOs  # the history is trimmed to its retention once an hour
+# a task with this many plugin errors in its last ERROR_WINDOW runs is reported (a warning, /api/v1/status)
+ERROR_REPORT_AT = 5
 BATCH_WINDOW = 0.1  # seconds the results thread gathers results before it evaluates them
+RECOVER_EVERY = 5.0  # seconds between tries to write the state again while alerting carries on in memory
 TaskKey = tuple[str, str, str, str]  # kind, play, host, name
 
 Loader = Callable[[], tuple[Any, Any]]  # -> (Plan, Redactor); raises oneshot.InvalidConfig or UserError
@@ -135,6 +139,10 @@ class Daemon:
         self.config: Config | None = None
         self.config_error: str | None = None
         self.state_error: str | None = None
+        # while the state cannot be written, `store` is a copy in memory and `_disk` the database
+        self._disk: Any = None
+        self._state_lock = threading.Lock()
+        self._next_recover = 0.0
         self.started_at = clock()
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         # (task key, outcome); None: evaluate with no new outcome (after a reload); "stop"
@@ -145,6 +153,11 @@ class Daemon:
         self._pending: list[tuple[TaskKey, float]] = []  # due, waiting for a free slot: (key, due)
         self._running: dict[TaskKey, _Running] = {}
         self._abandoned: dict[TaskKey, float] = {}  # timed-out Python plugins still running: started
+        # per task, whether each of its last ERROR_WINDOW runs was a plugin error (raised, timed out,
+        # its process died), as Nagios/Sensu keep a check's recent history; reset by a reload
+        self._run_errors: dict[TaskKey, deque[bool]] = {}
+        self._broken: set[TaskKey] = set()  # warned about: ERROR_REPORT_AT errors or more in the window
+        self._disabled: dict[TaskKey, str] = {}  # stopped by `disable_after_errors`: why
         # a pool of worker threads, grown up to --forks: starting a thread per run costs more than
         # the run of a cheap check (Thread.start waits for the new thread to get the GIL)
         self._work_queue: queue.SimpleQueue[tuple[_Running, Callable[[str], str]] | None] = queue.SimpleQueue()
@@ -336,6 +349,33 @@ class Daemon:
     def _report(self, key: TaskKey, job: Any, result: Result, duration: float, samples: list[Any] | None = None,
                 trace: str = "", timed_out: bool = False) -> None:
         self._results.put((key, Outcome(job, result, duration, samples or [], timed_out=timed_out, trace=trace)))
+        self._count_errors(key, job, result, errored=bool(trace) or timed_out)
+
+    def _count_errors(self, key: TaskKey, job: Any, result: Result, errored: bool) -> None:
+        """Keep the task's recent plugin errors: warn once at ERROR_REPORT_AT of the last ERROR_WINDOW
+        runs, and stop scheduling it at its `disable_after_errors` (a reload starts it again)."""
+        from ce_agent.config.playbook import ERROR_WINDOW
+
+        recent = self._run_errors.setdefault(key, deque(maxlen=ERROR_WINDOW))
+        recent.append(errored)
+        errors = sum(recent)
+        _kind, play, host, name = key
+        where = {"check": name, "host": host, "play": play}
+        limit = getattr(job.task, "disable_after_errors", None)
+        if limit is not None and errors >= limit and key not in self._disabled:
+            why = (f"disabled after {errors} plugin errors in the last {len(recent)} runs (the last: "
+                   f"{result.summary}); a reload enables it again")
+            self._disabled[key] = why
+            self._clocks.pop(key, None)  # no clock, never due: _apply gives it a fresh one on reload
+            self.log.error("%s %s", name, why, extra=where)
+            self._results.put((key, Outcome(job, Result(Status.UNKNOWN, why), 0.0)))
+        elif errors >= ERROR_REPORT_AT and key not in self._broken:
+            self._broken.add(key)
+            self.log.warning("%s is failing: %d plugin errors in its last %d runs (the last: %s)", name, errors,
+                             len(recent), result.summary, extra=where)
+        elif errors < ERROR_REPORT_AT:
+            self._broken.discard(key)  # recovered: warned about again should it break again
+        self.telemetry.set_plugin_errors(name, host, play, errors, key in self._disabled)
 
     # ---- reload -----------------------------------------------------------------------------------------
 
@@ -373,6 +413,9 @@ class Daemon:
                 if key in self._running:  # its schedule changed while it runs: it still must not overlap
                     clocks[key].running = True
         self._clocks = clocks
+        self._run_errors.clear()  # a reload is the operator's "try again": counts start afresh
+        self._broken.clear()
+        self._disabled.clear()
         self._pending = [(k, due) for k, due in self._pending if k in config.jobs]
         self.config = config
         alive = set(config.jobs)
@@ -409,7 +452,10 @@ class Daemon:
             outcomes = [item for item in batch if isinstance(item, tuple)]
             try:
                 self._process(outcomes)
-                self.state_error = None
+                if self._disk is None:
+                    self.state_error = None
+                else:
+                    self._recover()
             except Exception as exc:  # noqa: BLE001 - the store failing must not stop the checks
                 self.state_error = self.scrub(f"{type(exc).__name__}: {exc}")
                 self.log.error("recording results failed: %s", self.state_error)
@@ -429,10 +475,10 @@ class Daemon:
             if key in config.jobs:
                 self.telemetry.record_outcome(o, now)
                 self._remember(key, o, now)
-        oneshot.record_outcomes(self.store, outcomes, now, config.plan.sample_history)
+        self._write(lambda s: oneshot.record_outcomes(s, outcomes, now, config.plan.sample_history))
         if now >= self._next_prune:  # retention, as `run` does now and then
             self._next_prune = now + PRUNE_EVERY
-            self.store.prune(now)
+            self._write(lambda s: s.prune(now))
         stored = self.store.load_alerts()
         known = {key: labels for key, (labels, _state) in stored.items()}
         inputs = sources.from_checks(checks, known, config.names, config.redactor.scrub)
@@ -451,7 +497,7 @@ class Daemon:
         # state would say "no data" for a minute)
         if config.plan.slos and now >= self._next_slo and self._latest:
             self._next_slo = now + SLO_EVERY
-            slo_alerts, slo_rows = oneshot.slo_inputs(config.plan, self.store, stored, now, save=True)
+            slo_alerts, slo_rows = self._write(lambda s: oneshot.slo_inputs(config.plan, s, stored, now, save=True))
             inputs += slo_alerts
             self.telemetry.set_slos(slo_rows)
             self._slo_rows = slo_rows
@@ -464,18 +510,65 @@ class Daemon:
         group_sent = lambda group, channel: (self.store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
         evaluation = pipeline.evaluate(inputs, previous, config.plan.alerting, self.store.notified, group_sent,
                                        silenced, now, config.redactor.scrub, known,
-                                       pipeline.resend_lookup(config.plan.resolve_channel))
+                                       pipeline.resend_lookup(config.plan.resolve_channel),
+                                       lambda group, channel: self.store.queued(channel, group))
         by_key = {a.key: a for a in inputs}
         for key, events in evaluation.events.items():
             alert = by_key[key]
             extra = {name: alert.labels[name] for name in ("check", "alertname", "host", "play") if name in alert.labels}
             for event in events:
                 self.log.info("alert %s %s: %s", alert.title, event.kind, event.summary, extra=extra)
-        dropped = oneshot.persist(self.store, config.plan, evaluation, inputs, now)
+        dropped = self._write(lambda s: oneshot.persist(s, config.plan, evaluation, inputs, now))
         if dropped:
             self.log.warning("the outbox is full: dropped %d old notifications", dropped)
         if evaluation.notifications:
             self._deliver_now.set()
+
+    # ---- the state cannot be written (disk full, read-only, locked): carry on in memory ------------------
+
+    def _write(self, step: Callable[[Any], Any], what: str = "recording results failed") -> Any:
+        """`step(store)`; when the state cannot be written, again on a copy of it in memory (the failed
+        transaction was rolled back: the copy is the state as it was before the step)."""
+        store = self.store
+        try:
+            return step(store)
+        except FaultError as exc:
+            if getattr(store, "in_memory", True):
+                raise
+            self._fall_back(exc, what)
+            return step(self.store)
+
+    def _fall_back(self, exc: BaseException, what: str, sent: tuple[int, ...] = ()) -> None:
+        """Alerting goes on from a copy of the state in memory; /readyz says why until `_recover`.
+        `sent`: outbox items delivered whose removal could not be written (not to be sent again)."""
+        with self._state_lock:
+            if self._disk is None and not getattr(self.store, "in_memory", True):
+                self.state_error = self.scrub(f"{type(exc).__name__}: {exc}")
+                self.log.error("%s: %s; alerting carries on in memory until the state can be written again",
+                               what, self.state_error)
+                self._disk, self.store = self.store, self.store.memory_copy()
+                self._next_recover = self.monotonic() + RECOVER_EVERY
+            for item_id in sent:
+                self.store.delivered(item_id)
+
+    def _recover(self, force: bool = False) -> None:
+        """Once the database takes writes again, it gets what was kept in memory meanwhile (SQLite's
+        backup: all of it or nothing) and becomes the store again."""
+        if self._disk is None or (not force and self.monotonic() < self._next_recover):
+            return
+        self._next_recover = self.monotonic() + RECOVER_EVERY
+        if not self._disk.writable():
+            return
+        with self._state_lock:
+            try:
+                self._disk.replace_with(self.store)
+            except FaultError as exc:
+                self.log.warning("the state still cannot be written: %s", self.scrub(str(exc)))
+                return
+            # the copy is left to the collector, not closed: the delivery thread may still hold it
+            self.store, self._disk = self._disk, None
+            self.state_error = None
+        self.log.info("the state can be written again: what was kept in memory is saved")
 
     def _remember(self, key: TaskKey, outcome: Outcome, now: float) -> None:
         result = outcome.result
@@ -511,6 +604,9 @@ class Daemon:
                     self.telemetry.record_delivery(delivery.channel, delivery.sent)
                     if not delivery.sent:
                         self.log.warning("delivery to %s failed: %s", delivery.channel, delivery.error)
+                if report.state_error is not None:  # sent, but the outbox could not be written: carry on in memory
+                    self._fall_back(report.state_error, "recording deliveries failed",
+                                    tuple(d.item_id for d in report.attempted if d.unsaved is not None and d.item_id))
                 self.telemetry.set_outbox(self.store.outbox_depth(), self.store.dropped_total())
                 due = self.store.next_due()
             except Exception as exc:  # noqa: BLE001 - a broken delivery must not end the loop
@@ -547,6 +643,7 @@ class Daemon:
         self._deliver_now.set()
         for thread in self._threads:
             thread.join(timeout=FLUSH_GRACE)
+        self._recover(force=True)  # a last try to keep what alerting did in memory
         self.log.info("stopped")
         return 0
 
@@ -598,6 +695,9 @@ class Daemon:
                 "last_run": _iso(latest["last_run"]) if latest else None,
                 "status": latest.get("status"), "summary": latest.get("summary"),
                 "duration_s": latest.get("duration_s"),
+                "plugin_errors": sum(self._run_errors.get(key, ())),
+                "broken": key in self._broken or key in self._disabled,
+                "disabled": self._disabled.get(key),
             })
         ready, reasons = self.ready()
         return {

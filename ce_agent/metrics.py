@@ -30,7 +30,7 @@ RESERVED = {
     "ce_scheduler_skipped_runs", "ce_scheduler_tasks", "ce_scheduler_last_tick_timestamp_seconds",
     "ce_notifications_sent", "ce_notification_delivery_failures", "ce_outbox_depth", "ce_outbox_dropped",
     "ce_plugin_load_errors", "ce_config_last_reload_successful", "ce_config_last_reload_success_timestamp_seconds",
-    "ce_config_reloads", "ce_agent_start_time_seconds",
+    "ce_config_reloads", "ce_agent_start_time_seconds", "ce_check_plugin_errors", "ce_check_disabled",
     *HISTOGRAMS, *(h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")),
 }
 SKIP_REASONS = ("no_value", "duplicate")
@@ -228,10 +228,21 @@ def render_text(registry: Any) -> str:
 def write_textfile(directory: Path | str, text: str) -> Path:
     """Write DIRECTORY/ce-agent.prom, mode 0644, atomically: a temporary file in the same directory
     (not named *.prom, so node_exporter never reads it half-written) renamed over the old one.
-    Raises OSError when the directory is missing or not writable."""
+    Raises OSError when the directory is missing or not writable.
+
+    The temporary file's name holds the writer's pid (`.ce-agent.prom.PID.RANDOM.tmp`): one left by a
+    killed run is removed by the next write, and never one that a live run is still writing."""
     directory = Path(directory)
     target = directory / TEXTFILE_NAME
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ce-agent.prom.", suffix=".tmp")
+    prefix = ".ce-agent.prom."
+    for entry in os.scandir(directory):
+        pid = entry.name[len(prefix):].split(".", 1)[0] if entry.name.startswith(prefix) else ""
+        if entry.name.endswith(".tmp") and pid.isdigit() and not _process_alive(int(pid)):
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass  # another run removed it first
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{prefix}{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
@@ -246,6 +257,16 @@ def write_textfile(directory: Path | str, text: str) -> Path:
             pass
         raise
     return target
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def stored_outcomes(results: Iterable[Any], samples: Iterable[Any]) -> list[tuple[Any, float]]:

@@ -13,7 +13,7 @@ from typing import Any
 from ce_agent.config.templating import Templar, TemplateError
 from ce_agent.config.yamlfile import parse_yaml
 from ce_agent.contracts import Status, worst
-from ce_agent.errors import ConfigError, Problems, UserError
+from ce_agent.errors import ConfigError, FaultError, Problems, UserError
 from ce_agent.plan import Plan, Selection, build_plan
 from ce_agent.redact import Redactor
 from ce_agent.registry import Registry
@@ -40,6 +40,7 @@ class Report:
     routing: list[Any] = field(default_factory=list)  # pipeline.Planned: what each channel is told, or why not
     dropped: int = 0
     slos: list[tuple[str, str, str, dict[str, Any], float]] = field(default_factory=list)  # as store.slo_statuses()
+    state_lost: str | None = None  # the state could not be written: what was not kept, and why (one line)
 
     @property
     def worst(self) -> Status:
@@ -160,37 +161,92 @@ def run(
     """One pass: deliver what earlier runs left in the outbox, run every job, record the results,
     evaluate the alerts, queue what each channel must be told, and deliver it.
 
-    In check mode nothing is written or sent: the notifications are only rendered."""
+    In check mode nothing is written or sent: the notifications are only rendered. When the state
+    cannot be written midway, the pass carries on in memory and `Report.state_lost` says so."""
+    carry = Carrying(store)
+    try:
+        return _run(plan, redactor, carry, forks, check_mode, clock)
+    finally:
+        if carry.store is not store:
+            carry.store.close()  # the copy in memory; the caller closes its own
+
+
+class Carrying:
+    """The store a pass writes to: the state database, or, once writing it failed (disk full,
+    read-only, locked for too long), a copy of it in memory, so the pass still evaluates its alerts
+    and sends its notifications; `lost` says why the state was not kept."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.lost: str | None = None
+
+    def write(self, step: Callable[[Any], Any]) -> Any:
+        """`step(store)`; when the state fails, again on the copy in memory (the failed transaction
+        was rolled back, so the copy is the state as it was before the step)."""
+        try:
+            return step(self.store)
+        except FaultError as exc:
+            if getattr(self.store, "in_memory", True):
+                raise
+            self.fall_back(exc)
+            return step(self.store)
+
+    def fall_back(self, exc: BaseException) -> None:
+        if not getattr(self.store, "in_memory", True):
+            self.lost = str(exc)
+            self.store = self.store.memory_copy()
+
+    def flushed(self, report: Any) -> list[Any]:
+        """A flush's deliveries; after a state failure, those sent but not recorded leave the copy's outbox."""
+        if report.state_error is not None:
+            self.fall_back(report.state_error)
+            for delivery in report.attempted:
+                if delivery.unsaved is not None and delivery.item_id is not None:
+                    self.store.delivered(delivery.item_id)
+        return list(report.attempted)
+
+
+def _run(plan: Plan, redactor: Redactor, carry: Carrying, forks: int, check_mode: bool,
+         clock: Callable[[], float]) -> Report:
     from ce_agent import outbox
     from ce_agent.alerting import pipeline
     scrub = redactor.scrub
     deliveries: list[outbox.Delivery] = []
     if not check_mode:
-        deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock(), plan.delivery).attempted
+        deliveries += carry.flushed(outbox.flush(carry.store, plan.resolve_channel, scrub, clock(), plan.delivery))
     outcomes = execute(plan.jobs, forks=forks, scrub=scrub)
     now = clock()
     if not check_mode:
-        record_outcomes(store, outcomes, now, plan.sample_history)
+        carry.write(lambda s: record_outcomes(s, outcomes, now, plan.sample_history))
+    store = carry.store
     stored = store.load_alerts()
     inputs = _alert_inputs(plan, outcomes, stored, redactor, store, now)
     slo_rows: list[tuple[str, str, str, dict[str, Any], float]] = []
     if plan.slos:
-        slo_alerts, slo_rows = slo_inputs(plan, store, stored, now, save=not check_mode)
+        slo_alerts, slo_rows = carry.write(lambda s: slo_inputs(plan, s, stored, now, save=not check_mode))
         inputs += slo_alerts
+        store = carry.store
     previous = {key: pipeline.state_from_json(state) for key, (_labels, state) in stored.items()}
     silenced = pipeline.silence_matcher(store.silences(now), now)
     group_sent = lambda group, channel: (store.notified(group, channel) or {}).get("last_sent")  # noqa: E731
     evaluation = pipeline.evaluate(inputs, previous, plan.alerting, store.notified, group_sent, silenced, now, scrub,
                                    {key: labels for key, (labels, _state) in stored.items()},
-                                   pipeline.resend_lookup(plan.resolve_channel))
+                                   pipeline.resend_lookup(plan.resolve_channel),
+                                   lambda group, channel: store.queued(channel, group))
     report = Report(outcomes, deliveries, evaluation.planned, slos=slo_rows)
     if check_mode:
         report.deliveries = [outbox.Delivery(n[0], n[0].channel) for n in evaluation.notifications]
         return report
-    report.dropped = persist(store, plan, evaluation, inputs, now)
+    report.dropped = carry.write(lambda s: persist(s, plan, evaluation, inputs, now))
     if random.random() < PRUNE_CHANCE:  # retention: cheap enough now and then, wasteful on every cron run
-        store.prune(now)
-    report.deliveries += outbox.flush(store, plan.resolve_channel, scrub, clock(), plan.delivery).attempted
+        carry.write(lambda s: s.prune(now))
+    report.deliveries += carry.flushed(outbox.flush(carry.store, plan.resolve_channel, scrub, clock(), plan.delivery))
+    if carry.lost is not None:
+        waiting = carry.store.outbox_depth()
+        kept = f"results, alert states and {waiting} notification(s) still to deliver" if waiting else \
+            "results and alert states"
+        report.state_lost = (f"the state could not be written ({carry.lost}); this run carried on in memory: "
+                             f"its {kept} were not kept")
     return report
 
 
@@ -210,6 +266,22 @@ def record_outcomes(store: Any, outcomes: Sequence[Outcome], now: float, history
                       m.value if isinstance(m.value, (int, float)) and not isinstance(m.value, bool) else None, m.unit)
             for o in outcomes if o.job.kind == "collector" for m in o.samples
         ], history)
+
+
+def textfile_metrics(plan: Plan, store: Any, scrub: Callable[[str], str], slos: Sequence[Any]) -> str:
+    """`run --textfile-dir`'s file: the newest stored value of every series in the state (so cron jobs
+    running different playbooks or tags with one state and one textfile keep each other's series), but
+    not those of tasks a play loaded here no longer defines (a removed check does not linger)."""
+    from ce_agent.metrics import render_stored
+
+    defined = defined_names(plan)
+
+    def kept(play: str, name: str) -> bool:
+        return play not in defined or name in defined[play]
+
+    results = [r for r in store.latest_results() if kept(r.play, r.check)]
+    samples = [s for s in store.latest_samples() if kept(s.play, s.collector)]
+    return render_stored(results, samples, scrub, slos)
 
 
 def evaluated_places(plan: Plan) -> set[tuple[str, str]]:

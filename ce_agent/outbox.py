@@ -11,6 +11,7 @@ from typing import Any
 
 from ce_agent.contracts import DeliveryError, Notification, TaskContext
 from ce_agent.durations import format_duration
+from ce_agent.errors import FaultError
 
 #: (channel name, outbox payload) -> the channel as configured now, or None when it no longer exists
 Resolve = Callable[[str, Mapping[str, Any]], Any]
@@ -73,6 +74,8 @@ class Delivery:
     dropped: bool = False
     via: str | None = None  # the fallback channel that took it
     item_id: int | None = None
+    retry_at: float | None = None  # failed and kept: when it is tried again
+    unsaved: BaseException | None = None  # sent, but the state could not record it (still in the outbox there)
 
     def as_dict(self) -> dict[str, object]:
         n = self.notification
@@ -82,6 +85,9 @@ class Delivery:
 @dataclass
 class FlushReport:
     attempted: list[Delivery] = field(default_factory=list)
+    # the state could not be written (disk full, read-only, locked): the flush stopped where it
+    # happened; the caller carries on from a copy in memory (see Store.memory_copy)
+    state_error: BaseException | None = None
 
     @property
     def failures(self) -> int:
@@ -116,13 +122,22 @@ def _send_once(channel: Any, notification: Notification, timeout: float) -> None
         raise DeliveryError(f"{type(error).__name__}: {error}", transient=False) from None
 
 
+def _backoff(tenacity: Any, policy: RetryPolicy) -> Any:
+    """Exponential backoff with jitter from `initial_wait`: tenacity 9.2 calls that `multiplier` (and warns
+    about `initial`), the 8.x we also accept knows only `initial`."""
+    import inspect
+
+    first = "multiplier" if "multiplier" in inspect.signature(tenacity.wait_exponential_jitter).parameters else "initial"
+    return tenacity.wait_exponential_jitter(max=policy.max_wait, **{first: policy.initial_wait})
+
+
 def send_with_retries(channel: Any, notification: Notification, policy: RetryPolicy, sleep: Callable[[float], None]) -> None:
     """tenacity: retry only transient failures, with exponential backoff and jitter, then give up."""
     import tenacity
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.attempts),
-        wait=tenacity.wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait),
+        wait=_backoff(tenacity, policy),
         retry=tenacity.retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.transient),
         sleep=sleep,
         reraise=True,
@@ -154,11 +169,20 @@ def flush(
     lock = threading.Lock()
 
     def deliver_channel(items: list[Any]) -> None:
-        for item in items:
-            outcome = _deliver(store, item, resolve, scrub, now, policy, sleep)
+        for index, item in enumerate(items):
+            try:
+                outcome = _deliver(store, item, resolve, scrub, now, policy, sleep)
+            except FaultError as exc:  # writing down a failed attempt failed: the item stays as it was
+                with lock:
+                    report.state_error = report.state_error or exc
+                break
             with lock:
                 report.attempted.append(outcome)
-            if not outcome.sent and not outcome.dropped:
+                if outcome.unsaved is not None:
+                    report.state_error = report.state_error or outcome.unsaved
+            if outcome.unsaved is not None or (not outcome.sent and not outcome.dropped):
+                if outcome.retry_at is not None:
+                    _back_off_behind(store, items[index + 1:], outcome)
                 break  # keep the order: the rest of this channel waits for the next flush
 
     threads = [
@@ -199,17 +223,27 @@ def _deliver(store: Any, item: Any, resolve: Resolve, scrub: Scrub, now: float, 
                 except DeliveryError as backup_exc:
                     error = f"{error}; fallback {fallback!r}: {scrub(str(backup_exc))}"
                 else:
-                    _mark_sent(store, item, now)
-                    return Delivery(notification, item.channel, True, error, via=fallback, item_id=item.id)
+                    return Delivery(notification, item.channel, True, error, via=fallback, item_id=item.id,
+                                    unsaved=_mark_sent(store, item, now))
         store.add_delivery(item.channel, item.key, item.kind, now, False)
         if not exc.transient:
             store.dropped(item, now)  # a permanent refusal (4xx, a bad URL) is not retried
             return Delivery(notification, item.channel, False, f"{error} (not retried)", dropped=True, item_id=item.id)
         delay = min(policy.latest, policy.later * 2 ** min(failed_flushes - 1, 16))
         store.retry_later(item.id, error, now + delay)
-        return Delivery(notification, item.channel, False, error, item_id=item.id)
-    _mark_sent(store, item, now)
-    return Delivery(notification, item.channel, True, item_id=item.id)
+        return Delivery(notification, item.channel, False, error, item_id=item.id, retry_at=now + delay)
+    return Delivery(notification, item.channel, True, item_id=item.id, unsaved=_mark_sent(store, item, now))
+
+
+def _back_off_behind(store: Any, waiting: list[Any], failed: Delivery) -> None:
+    """The items queued behind one that failed on their channel back off with it (a failed flush for
+    them too, so a failing channel's queue is what a full outbox drops first): else every later
+    flush would try the next one in line at once, and a down channel with a queue is hammered."""
+    for item in waiting:
+        try:
+            store.retry_later(item.id, f"waiting behind a failed delivery: {failed.error}", failed.retry_at)
+        except FaultError:
+            return  # the state cannot be written: they are simply tried again next time
 
 
 def one_url(channel: Any, index: int) -> Any:
@@ -225,12 +259,18 @@ def one_url(channel: Any, index: int) -> Any:
     return dataclasses.replace(channel, options=msgspec.structs.replace(channel.options, urls=[urls[index]]))
 
 
-def _mark_sent(store: Any, item: Any, now: float) -> None:
+def _mark_sent(store: Any, item: Any, now: float) -> FaultError | None:
+    """Remove a sent item; the state's error when that cannot be written (it was sent all the same:
+    the caller must not lose that, and takes the item out of its copy in memory)."""
     # What each alert told the channel was recorded when it was queued (so a second run does not
     # queue it again); here only the group's last delivery is kept, for `group_interval`.
-    with store.transaction():
-        group = item.payload.get("group")
-        if group:
-            store.set_notified(group, item.channel, True, 0, now)
-        store.delivered(item.id)
-        store.add_delivery(item.channel, item.key, item.kind, now, True)
+    try:
+        with store.transaction():
+            group = item.payload.get("group")
+            if group:
+                store.set_notified(group, item.channel, True, 0, now)
+            store.delivered(item.id)
+            store.add_delivery(item.channel, item.key, item.kind, now, True)
+    except FaultError as exc:
+        return exc
+    return None

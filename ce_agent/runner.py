@@ -32,6 +32,12 @@ def run_job(job: Any, attach: Callable[[Any], None] | None = None) -> tuple[Resu
     plugin object before it runs (so that it can be cancelled)."""
     if job.load_error:
         return Result(Status.UNKNOWN, job.load_error), []
+    if getattr(job.task, "isolate", False):
+        return _run_isolated(job, attach)
+    return _run_here(job, attach)
+
+
+def _run_here(job: Any, attach: Callable[[Any], None] | None) -> tuple[Result, list[Metric]]:
     plugin = job.plugin(job.options, job.context)
     job.instance = plugin
     if attach is not None:
@@ -49,6 +55,108 @@ def run_job(job: Any, attach: Callable[[Any], None] | None = None) -> tuple[Resu
         else:
             raise TypeError(f"run() returned a Result whose status is {result.status!r}, not a Status")
     return result, []
+
+
+#: SIGTERM first (the plugin's own cancel() runs: a command it started is killed), SIGKILL this much later
+ISOLATED_KILL_GRACE = 1.0
+
+
+class PluginProcessDied(Exception):
+    """An isolated plugin's process ended without a result (os._exit, a crash in C code, the OOM killer)."""
+
+
+class _Child:
+    """The process an isolated plugin runs in, as the object `cancel()` is called on."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.lock = threading.Lock()
+        self.reaped = False
+
+    def cancel(self) -> None:
+        import os
+        import signal
+
+        with self.lock:
+            if self.reaped:
+                return
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+        killer = threading.Timer(ISOLATED_KILL_GRACE, self.kill)
+        killer.daemon = True
+        killer.start()
+
+    def kill(self) -> None:
+        import os
+        import signal
+
+        with self.lock:  # never a signal to a pid that was reaped, and may be another process's by now
+            if not self.reaped:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def _run_isolated(job: Any, attach: Callable[[Any], None] | None) -> tuple[Result, list[Metric]]:
+    """`isolate: true`: the plugin runs in a forked child, so that nothing it does (os._exit, a
+    segfault, a hang in C code, memory it never frees) reaches the agent. The child is its own
+    process group; cancelling it is SIGTERM (its plugin's cancel() runs) then SIGKILL."""
+    import os
+    import pickle
+    import signal
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns, never runs the agent's atexit handlers or finalizers
+        code = 0
+        try:
+            os.close(read_fd)
+            os.setsid()
+            for signum in (signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
+            instance: list[Any] = []
+            signal.signal(signal.SIGTERM, lambda *_: (instance and cancel_plugin(instance[0]), os._exit(143)))
+            try:
+                payload: Any = ("ok", _run_here(job, instance.append))
+            except BaseException as exc:  # noqa: BLE001 - handed to the agent, as in-process
+                payload = ("raised", exc)
+            try:
+                data = pickle.dumps(payload)
+            except Exception as exc:  # noqa: BLE001 - an exception or result that does not pickle
+                data = pickle.dumps(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(data)
+        except BaseException:  # noqa: BLE001 - the child must end here, whatever happened
+            code = 70
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    child = _Child(pid)
+    job.instance = child
+    if attach is not None:
+        attach(child)
+    try:
+        with os.fdopen(read_fd, "rb") as pipe:
+            data = pipe.read()
+    finally:
+        # waited for without reaping, then reaped under the lock: a cancel() meanwhile neither blocks
+        # nor signals a pid the system may already have given to another process
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        with child.lock:
+            _, status = os.waitpid(pid, 0)
+            child.reaped = True
+    if data:
+        kind, value = pickle.loads(data)
+        if kind == "ok":
+            return value  # type: ignore[no-any-return]
+        raise value
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        raise PluginProcessDied(f"the plugin's process was killed by {signal.Signals(-code).name}")
+    raise PluginProcessDied(f"the plugin's process exited with code {code} without a result")
 
 
 def error_result(exc: BaseException, scrub: Scrub) -> tuple[Result, str]:

@@ -374,6 +374,9 @@ def _task_keys() -> dict[str, Any]:
         "severity": {"anyOf": [_severity(), _TEMPLATE], "description": "The alert's severity label."},
         "vars": {"$ref": "#/$defs/play_vars"},
         "depends_on": {"allOf": [_NAMES], "description": "Checks of the play this one waits on (not run when they fail)."},
+        "isolate": {"type": "boolean", "description": "Run the plugin in a child process of its own (survives os._exit, crashes)."},
+        "disable_after_errors": {"type": "integer", "minimum": 1, "maximum": 10,
+                                 "description": "Stop scheduling it after this many plugin errors in its last 10 runs (until a reload)."},
     }
 
 

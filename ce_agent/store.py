@@ -25,6 +25,7 @@ _CORRUPTION = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 # Only the connection's own files move with a corrupt database: a stale -wal or hot -journal left beside
 # a fresh state.db would be replayed into it.
 _COMPANIONS = ("-wal", "-shm", "-journal")
+_PROBE_PREFIX = ".write-test-"  # then PID-RANDOM.tmp: the directory is proved writable with one
 
 # The schema, one step per version (PRAGMA user_version = how many steps were applied). Never edit a
 # step that has shipped: append a new one. It starts in two steps so that the upgrade path is exercised
@@ -260,6 +261,7 @@ class Store:
         self._schema_version = schema_version
         self._lock = threading.RLock()
         self._depth = 0
+        self._memory = False
 
     # ---- opening -------------------------------------------------------------------------------------
 
@@ -317,6 +319,59 @@ class Store:
     @property
     def schema_version(self) -> int:
         return self._schema_version
+
+    @property
+    def in_memory(self) -> bool:
+        """True for a copy made by `memory_copy()`: nothing written to it outlives the process."""
+        return self._memory
+
+    # ---- carrying on when the file cannot be written -------------------------------------------------
+
+    def memory_copy(self) -> Store:
+        """This state copied into memory, to carry on alerting when the file can no longer be written
+        (disk full, read-only, locked): reading still works in those cases, so the copy holds every
+        alert state and queued notification. When even reading fails, the copy starts empty."""
+        memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        try:
+            with self._lock:
+                self._db().backup(memory)
+        except (sqlite3.Error, StoreError):
+            memory.close()
+            memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        try:
+            version = _migrate(memory, self._path)
+        except BaseException:
+            memory.close()
+            raise
+        copy = Store(memory, self._path, version)
+        copy._memory = True
+        return copy
+
+    def writable(self, wait: float = 0.2) -> bool:
+        """Whether a write goes through now (a probe that changes nothing): the write lock within
+        `wait` seconds, and a page written and rolled back is not enough on a full disk, so a row is
+        written and committed, then deleted."""
+        with self._lock:
+            try:
+                db = self._db()
+                db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+                try:
+                    with self.transaction():
+                        db.execute("INSERT INTO counters (name, value) VALUES ('write_probe', 0)"
+                                   " ON CONFLICT (name) DO UPDATE SET value = value + 1")
+                    with self.transaction():
+                        db.execute("DELETE FROM counters WHERE name = 'write_probe'")
+                finally:
+                    db.execute("PRAGMA busy_timeout=5000")
+            except (sqlite3.Error, StoreError):
+                return False
+        return True
+
+    def replace_with(self, source: Store) -> None:
+        """Overwrite this database with `source` (the memory copy the agent carried on with), in one
+        step: SQLite's backup either completes or leaves this file as it was. StoreError when it fails."""
+        with self._lock, source._lock, self._errors():
+            source._db().backup(self._db())
 
     def close(self) -> None:
         with self._lock:
@@ -641,6 +696,12 @@ class Store:
             )
             return excess
 
+    def queued(self, channel: str, key: str) -> bool:
+        """Whether the outbox holds any message for this channel and key (group)."""
+        with self._reading() as db:
+            row = db.execute("SELECT 1 FROM outbox WHERE channel = ? AND alert_key = ? LIMIT 1", (channel, key)).fetchone()
+        return row is not None
+
     def waiting(self, channel: str, key: str, now: float) -> OutboxItem | None:
         """The newest item for this channel and key that is not due yet and was never tried: a group
         message still in its group_wait, which a later evaluation may add its alerts to."""
@@ -812,8 +873,10 @@ def _prepare_directory(directory: Path) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create state directory {directory}: {exc.strerror or exc}") from exc
+    _remove_stale_probes(directory)
     try:
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=directory)
+        # the pid in the name: a probe left by a killed process is found and removed at the next start
+        fd, probe = tempfile.mkstemp(prefix=f"{_PROBE_PREFIX}{os.getpid()}-", suffix=".tmp", dir=directory)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -821,6 +884,31 @@ def _prepare_directory(directory: Path) -> None:
             f"state directory {directory} is not writable: {exc.strerror or exc}"
             " (choose another with --state-dir or CE_AGENT_STATE_DIR)"
         ) from exc
+
+
+def _remove_stale_probes(directory: Path) -> None:
+    """Remove write probes whose process is gone (killed between creating and removing one)."""
+    try:
+        names = [entry.name for entry in os.scandir(directory) if entry.name.startswith(_PROBE_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(_PROBE_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.unlink(directory / name)
+            except OSError:
+                pass  # another start removed it, or the directory is read-only: the probe says so next
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -153,6 +153,8 @@ _COLLECTOR_FAMILIES = {
     "ce_collector_last_run_timestamp_seconds": ("gauge", "When the collector last ran (Unix time)."),
 }
 _SKIPPED_HELP = "Due runs not started because the task's previous run was still going."
+_ERRORS_HELP = "Plugin errors (raised, timed out, its process died) in the task's last 10 runs."
+_DISABLED_HELP = "1 when the task was stopped by its disable_after_errors (until a reload)."
 _CHECK_TASK_LABELS = ("check", "host", "play")  # of a check's histogram and counters (no plugin)
 _COLLECTOR_TASK_LABELS = ("collector", "host", "play")
 # the agent's own families, in the order rendered: name (counters without _total) -> type, help
@@ -206,6 +208,7 @@ class Telemetry:
         self._start_time = time.time() if start_time is None else start_time
         self._tasks: dict[TaskKey, _Task] = {}
         self._skipped: dict[tuple[str, str, str], int] = {}  # (play, host, name) -> count
+        self._errors: dict[tuple[str, str, str], tuple[int, bool]] = {}  # (play, host, name) -> (errors, disabled)
         self._version = 0
         self._text_version = -1
         self._text = ""
@@ -289,6 +292,14 @@ class Telemetry:
             self._skipped[key] = self._skipped.get(key, 0) + 1
             self._version += 1
 
+    def set_plugin_errors(self, check: str, host: str, play: str, errors: int, disabled: bool) -> None:
+        """A task's plugin errors in its last runs, and whether that disabled it."""
+        with self._lock:
+            key = (play, host, check)
+            if self._errors.get(key) != (errors, disabled):
+                self._errors[key] = (int(errors), bool(disabled))
+                self._version += 1
+
     def record_delivery(self, channel: str, sent: bool) -> None:
         """One delivery attempt of one notification to `channel`."""
         with self._lock:
@@ -340,6 +351,9 @@ class Telemetry:
             skipped = [key for key in self._skipped if key not in names]
             for key in skipped:
                 del self._skipped[key]
+            # a reload starts every task's error count afresh (and enables what was disabled)
+            skipped += list(self._errors)
+            self._errors.clear()
             if gone or skipped:
                 self._version += 1
 
@@ -380,6 +394,13 @@ class Telemetry:
             *(f"ce_scheduler_skipped_runs_total{{{_labels(scrub, check=check, host=host, play=play)}}} {_num(n)}\n"
               for (play, host, check), n in self._skipped.items()),
         ])
+        for name, help_text, index in (("ce_check_plugin_errors", _ERRORS_HELP, 0),
+                                       ("ce_check_disabled", _DISABLED_HELP, 1)):
+            blocks[name] = "".join([
+                _header(name, "gauge", help_text),
+                *(f"{name}{{{_labels(scrub, check=check, host=host, play=play)}}} {_num(float(v[index]))}\n"
+                  for (play, host, check), v in self._errors.items()),
+            ])
         return "".join(blocks[name] for name in sorted(blocks))
 
     def _render_parts(self, scrub: Scrub) -> dict[str, str]:
@@ -482,6 +503,11 @@ class Telemetry:
                 "ce_scheduler_skipped_runs", _SKIPPED_HELP, labels=_CHECK_TASK_LABELS)
             for (play, host, check), n in self._skipped.items():
                 skipped.add_metric([scrub(check), scrub(host), scrub(play)], n)
+            for name, help_text, index in (("ce_check_plugin_errors", _ERRORS_HELP, 0),
+                                           ("ce_check_disabled", _DISABLED_HELP, 1)):
+                gauge = built[name] = prom.GaugeMetricFamily(name, help_text, labels=_CHECK_TASK_LABELS)
+                for (play, host, check), v in self._errors.items():
+                    gauge.add_metric([scrub(check), scrub(host), scrub(play)], float(v[index]))
             metrics = [built[name] for name in sorted(built)]
             series = self._agent_series()
             for name, (kind, help_text) in _AGENT_FAMILIES.items():

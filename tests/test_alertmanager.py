@@ -218,6 +218,8 @@ def test_fires_stays_active_with_resends_and_resolves(cron: Cron, alertmanagers:
     assert when(again["endsAt"]) > ends
     time.sleep(1.5)  # Alertmanager's group_interval: a re-send is no news, nothing more is notified
     assert len(am_notified(webhook, "firing")) == 1
+    text = cron.agent("run", "site.yml", "-i", "inventory.yml").out  # and `run` says what it was
+    assert "[CRITICAL] Root disk on web1  (re-send)  -> sent" in text, text
 
     cron.check("OK")
     resolved_at = time.time()
@@ -330,19 +332,22 @@ def test_basic_auth_against_alertmanager_web_config_and_the_password_never_shows
                     "tests/notifiers/test_notifier_alertmanager.py checks the header with a recording receiver")
     am = alertmanagers(web_config=yaml.safe_dump({"basic_auth_users": {"ce-agent": hashed}}),
                        auth=("ce-agent", PASSWORD)).start()
-    cron.inventory({"url": am.url, "basic_auth": {"username": "ce-agent", "password": "wrong-" + PASSWORD}})
+    cron.inventory({"url": am.url, "resend_interval": "1s", "ttl": "2m",
+                    "basic_auth": {"username": "ce-agent", "password": "wrong-" + PASSWORD}})
     cron.check("CRITICAL")
     ran = cron.run()
     (note,) = ran.json()["notifications"]
     assert not note["sent"] and "HTTP 401" in note["error"] and "not retried" in note["error"], note
     outputs = [ran.out, ran.err]
 
-    cron.inventory({"url": am.url, "basic_auth": {"username": "ce-agent", "password": PASSWORD}})
-    cron.check("WARNING")  # a new status: told again at once
+    # the password fixed: the alert, refused once, goes out at the next re-send, not after repeat_interval (4h)
+    cron.inventory({"url": am.url, "resend_interval": "1s", "ttl": "2m",
+                    "basic_auth": {"username": "ce-agent", "password": PASSWORD}})
+    time.sleep(1.2)
     ran = cron.run()
     assert [n["sent"] for n in ran.json()["notifications"]] == [True], ran.json()
     (alert,) = am.alerts()
-    assert alert["labels"]["severity"] == "warning"
+    assert alert["labels"]["severity"] == "critical"
     outputs += [ran.out, ran.err]
     for args in (["validate", "site.yml", "-i", "inventory.yml"], ["notify", "test", "am", "-i", "inventory.yml"]):
         done = cron.agent(*args, timeout=60)
@@ -376,6 +381,9 @@ def test_notify_test_posts_an_alert_that_ends_by_itself(agent: Agent, cron: Cron
     [
         pytest.param({"url": "am.example:9093"}, "url", "expected an http:// or https:// URL", id="no-scheme"),
         pytest.param({"url": "http://u:TopSecret99@am:9093"}, "url", "use basic_auth", id="credentials-in-url"),
+        pytest.param({"url": "http://am:9093/?token=TopSecret99"}, "url", "use headers for a token", id="query-in-url"),
+        pytest.param({"url": "https://am:9093", "ca_file": "/nonexistent/ca.pem"}, "ca_file",
+                     "no such file: /nonexistent/ca.pem", id="missing-ca-file"),
         pytest.param({"url": "http://am:9093", "ttl": "1m", "resend_interval": "1m"}, "ttl", "twice resend_interval",
                      id="ttl-too-short"),
         pytest.param({"url": "http://am:9093", "bearer_token": "TopSecret99",

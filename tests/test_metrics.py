@@ -354,3 +354,27 @@ def test_node_exporter_reads_the_textfile(agent: Agent) -> None:
     assert status.labels["check"] == "Fixed warning" and status.value == 1
     # node_exporter reports a textfile it could not parse in this gauge: 0 means it read ours cleanly
     assert families["node_textfile_scrape_error"].samples[0].value == 0
+
+
+def test_cron_jobs_sharing_a_state_and_a_textfile_keep_each_others_series(agent: Agent) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    agent.write("fast.yml", "- name: Fast\n  hosts: localhost\n  checks:\n    - {name: ping, command: 'true'}\n")
+    agent.write("slow.yml", "- name: Slow\n  hosts: localhost\n  checks:\n    - {name: backup, command: 'false'}\n")
+    out = agent.cwd / "textfiles"
+    out.mkdir()
+
+    def statuses() -> dict[tuple[str, str], float]:
+        text = (out / "ce-agent.prom").read_text()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return {(s.labels["play"], s.labels["check"]): s.value for s in families["ce_check_status"].samples}
+
+    agent("run", "fast.yml", "--textfile-dir", str(out))
+    assert statuses() == {("Fast", "ping"): 0}
+    for playbook in ("slow.yml", "fast.yml"):  # neither job's run takes the other's series away
+        agent("run", playbook, "--textfile-dir", str(out))
+        assert statuses() == {("Fast", "ping"): 0, ("Slow", "backup"): 1}, playbook
+    # a check removed from a play that is run again is gone from the file; the other job's stays
+    agent.write("fast.yml", "- name: Fast\n  hosts: localhost\n  checks:\n    - {name: ping6, command: 'true'}\n")
+    agent("run", "fast.yml", "--textfile-dir", str(out))
+    assert statuses() == {("Fast", "ping6"): 0, ("Slow", "backup"): 1}

@@ -116,6 +116,7 @@ def evaluate(
     scrub: Scrub,
     elsewhere_labels: Mapping[str, Mapping[str, str]] | None = None,
     resend_of: Callable[[str, str, str], float | None] | None = None,
+    queued_lookup: Callable[[str, str], bool] | None = None,
 ) -> Evaluation:
     """Pure but for the lookups passed in: step every alert, then decide what each channel is told.
 
@@ -125,7 +126,9 @@ def evaluate(
 
     `resend_of(channel, host, play)` (see `resend_lookup`) names the channels whose receiver forgets a
     firing alert unless told again (Alertmanager): they get a "resend" every so often, and their
-    messages skip group_wait/group_interval (the receiver groups)."""
+    messages skip group_wait/group_interval (the receiver groups). `queued_lookup(group, channel)` says whether
+    the outbox still holds a message of that group for that channel (a re-send never queues behind one);
+    without it, a message queued after the group's last delivery is taken to be still there."""
     result = Evaluation()
     for alert in inputs:
         before = previous.get(alert.key, AlertState())
@@ -155,12 +158,15 @@ def evaluate(
             repeat = route.repeat_interval
             if resend is not None:
                 delivered = group_sent(route.group_key(alert.labels, alert.key), channel) or 0.0
-                queued = float((last_told or {}).get("last_sent") or 0)
+                last_queued = float((last_told or {}).get("last_sent") or 0)
                 # the last message is still in the outbox (the receiver is down): another would only
                 # queue up behind it, and it carries a fresh endsAt when it goes. Not for longer than
                 # repeat_interval: the group may have changed since (a route edited), and then its
                 # last delivery says nothing of this alert.
-                pending = delivered < queued and now - queued < route.repeat_interval
+                group = route.group_key(alert.labels, alert.key)
+                # a message the channel refused (4xx) is gone from the outbox: not pending
+                waiting = queued_lookup(group, channel) if queued_lookup is not None else delivered < last_queued
+                pending = waiting and now - last_queued < route.repeat_interval
                 repeat = route.repeat_interval if pending else min(repeat, resend)
             kinds = _what_to_tell(alert, state, result.events[alert.key], last_told, route, now, repeat,
                                   resend is not None)
@@ -213,6 +219,12 @@ def _told_elsewhere(alert: AlertInput, routed: Sequence[tuple[str, Route]], rout
     return out
 
 
+# A re-send is due a little before its interval has fully passed: evaluations follow the checks, whose
+# runs land a few milliseconds either side of the interval, and "elapsed >= interval" would then skip
+# every other run (a re-send every 2 minutes for a 1-minute interval).
+RESEND_SLACK = 0.9
+
+
 def _what_to_tell(alert: AlertInput, state: AlertState, events: Sequence[Event], told: Mapping[str, Any] | None,
                   route: Route, now: float, repeat: float | None = None, resend: bool = False) -> list[str]:
     """The kinds of message a channel is owed; `repeat` is the reminder interval (the route's unless a
@@ -224,7 +236,7 @@ def _what_to_tell(alert: AlertInput, state: AlertState, events: Sequence[Event],
     if state.flapping:
         # firing/resolved wait until the flapping stops; a receiver that forgets unsent alerts is still
         # kept up to date with the firing it was told of, or it would resolve it (and page) meanwhile
-        if resend and was_firing and state.state == "firing" and now - last_sent >= repeat:
+        if resend and was_firing and state.state == "firing" and now - last_sent >= repeat * RESEND_SLACK:
             kinds.append("reminder")
         return kinds
     status = alert.observation.status
@@ -232,13 +244,15 @@ def _what_to_tell(alert: AlertInput, state: AlertState, events: Sequence[Event],
         if not was_firing:
             # A firing the channel refused or never got (dropped) is tried again only after
             # repeat_interval, or when the status changes: never once per cron run.
+            # A channel that must be re-sent to (Alertmanager) tries again at its re-send interval: a
+            # refusal there is most often a wrong URL or password, fixed long before repeat_interval ends.
             tried = (told is not None and told.get("status") == status and last_sent >= (state.fired_at or 0)
-                     and now - last_sent < route.repeat_interval)
+                     and now - last_sent < (repeat if resend else route.repeat_interval))
             if not tried and alert.observation.active:
                 kinds.append("firing")
         elif alert.observation.active and told.get("status") != status:  # type: ignore[union-attr]
             kinds.append("firing")  # a hard state change (WARNING -> CRITICAL); not while only kept firing
-        elif now - last_sent >= repeat:
+        elif now - last_sent >= repeat * (RESEND_SLACK if resend else 1.0):
             kinds.append("reminder")
     elif was_firing:
         kinds.append("resolved" if route.send_resolved else "forget")

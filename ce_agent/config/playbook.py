@@ -17,7 +17,10 @@ PLAY_KEYS = ("name", "hosts", "vars", "checks", "collectors", "tags", "alerts", 
 PLAY_KEYS_NOT_YET: tuple[str, ...] = ()
 TASK_KEYS = (
     "name", "schedule", "interval", "jitter", "timezone", "timeout", "retries", "regression", "notify", "tags", "labels", "severity", "vars", "depends_on",
+    "isolate", "disable_after_errors",
 )
+#: plugin errors (raised, timed out) are counted over this many latest runs of a task
+ERROR_WINDOW = 10
 RULE_KEYS = ("name", "expr", "for", "keep_firing_for", "severity", "labels", "annotations", "notify", "tags")
 SEVERITIES = ("info", "warning", "critical", "page", "ticket")
 DEFAULT_TIMEOUT = 30.0
@@ -50,6 +53,8 @@ class Task:
     severity: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     depends_on: list[str] = field(default_factory=list)
+    isolate: bool = False  # run the plugin in a child process of its own (runner._run_isolated)
+    disable_after_errors: int | None = None  # plugin errors in the last ERROR_WINDOW runs that stop it
     key_locs: dict[str, Location | None] = field(default_factory=dict)
 
 
@@ -372,6 +377,18 @@ def _read_task(kind: str, raw: Any, loc: Location | None, problems: Problems) ->
             problems.add(raw.value_loc("retries"), f"'retries' must be a whole number of at least 1, got {retries!r}")
         else:
             task.retries = retries
+    if "isolate" in raw:
+        if not isinstance(raw["isolate"], bool):
+            problems.add(raw.value_loc("isolate"), f"'isolate' must be true or false, got {raw['isolate']!r}")
+        else:
+            task.isolate = raw["isolate"]
+    if "disable_after_errors" in raw:
+        limit = raw["disable_after_errors"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= ERROR_WINDOW:
+            problems.add(raw.value_loc("disable_after_errors"), "'disable_after_errors' must be a whole number from 1 "
+                         f"to {ERROR_WINDOW} (plugin errors in the last {ERROR_WINDOW} runs), got {limit!r}")
+        else:
+            task.disable_after_errors = limit
     task.notify, task.notify_locs = _string_list(raw, "notify", problems)
     task.tags = _string_list(raw, "tags", problems)[0]
     task.labels = _mapping(raw, "labels", problems)

@@ -13,7 +13,6 @@ import os
 import random
 import re
 import shutil
-import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
